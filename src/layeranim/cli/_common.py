@@ -1,0 +1,200 @@
+"""What every command shares: the Typer app, option definitions, the error translator, output helpers.
+
+Results go to stdout (a path, or one JSON object with `--json`); messages, warnings and progress go to
+stderr through one rich console. Known errors become one `Error: …` line with exit code 2 (usage) or
+1 (failure); a traceback is shown only with `LAYERANIM_DEBUG=1`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from typer._click import exceptions as click_exc  # Typer vendors click; its errors live here
+
+from layeranim import __version__
+from layeranim.errors import LayerAnimError
+
+console = Console(stderr=True, highlight=False)
+
+DEBUG_ENV = "LAYERANIM_DEBUG"
+
+
+def debug_enabled() -> bool:
+    return os.environ.get(DEBUG_ENV, "") not in ("", "0", "false", "no")
+
+
+def error_line(message: str) -> None:
+    """Print one `Error: …` line on stderr (no rich markup, so paths with brackets survive)."""
+    text = " ".join(str(message).split())
+    typer.echo(f"Error: {text}", err=True)
+
+
+class LayerAnimGroup(typer.core.TyperGroup):
+    """A click group whose `main` is the one error translator for every command."""
+
+    def main(  # type: ignore[override]
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        try:
+            rv = super().main(
+                args=args, prog_name=prog_name, complete_var=complete_var, standalone_mode=False, **extra
+            )
+        except click_exc.NoArgsIsHelpError:
+            sys.exit(0)  # the help was already printed
+        except click_exc.UsageError as exc:
+            if debug_enabled():
+                raise
+            hint = ""
+            if exc.ctx is not None:
+                hint = f" (see '{exc.ctx.command_path} --help')"
+            error_line(f"{exc.format_message()}{hint}")
+            sys.exit(2)
+        except (typer.Abort, KeyboardInterrupt):
+            error_line("interrupted; no partial output was kept.")
+            sys.exit(130)
+        except LayerAnimError as exc:
+            if debug_enabled():
+                raise
+            error_line(str(exc))
+            sys.exit(exc.exit_code)
+        except click_exc.ClickException as exc:
+            if debug_enabled():
+                raise
+            error_line(exc.format_message())
+            sys.exit(exc.exit_code)
+        except (SystemExit, typer.Exit):
+            raise
+        except Exception as exc:
+            if debug_enabled():
+                raise
+            error_line(
+                f"unexpected {type(exc).__name__}: {exc}. Re-run with {DEBUG_ENV}=1 for the traceback "
+                "and report it."
+            )
+            sys.exit(1)
+        code = rv if isinstance(rv, int) else 0
+        if code == 130:  # Typer turns Ctrl-C into Exit(130) before we see it
+            error_line("interrupted; no partial output was kept.")
+        sys.exit(code)
+
+
+app = typer.Typer(
+    name="layeranim",
+    cls=LayerAnimGroup,
+    help="Generate and convert transparent (RGBA) videos.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    pretty_exceptions_show_locals=False,
+    rich_markup_mode="rich",
+)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"layeranim {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version_callback, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Generate and convert transparent (RGBA) videos: WebM VP9 alpha, ProRes 4444, APNG, PNG sequences."""
+    logging.basicConfig(level=logging.DEBUG if debug_enabled() else logging.WARNING, stream=sys.stderr)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Shared options. Define once, reuse everywhere (Typer docs' pattern).
+
+OverwriteOpt = Annotated[
+    bool, typer.Option("--overwrite", help="Replace the output if it exists (never done otherwise).")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object with the result on stdout.")]
+QuietOpt = Annotated[
+    bool, typer.Option("--quiet", "-q", "--no-progress", help="No progress bars or notes on stderr.")
+]
+PreviewOpt = Annotated[
+    bool,
+    typer.Option(
+        "--preview",
+        help="Also write a checkerboard-composited opaque preview (.preview.mp4, or .preview.gif) beside "
+        "the output.",
+    ),
+]
+FpsOpt = Annotated[float | None, typer.Option("--fps", help="Frames per second of the output.", min=0.001)]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Output helpers.
+
+
+def print_json(obj: dict[str, Any]) -> None:
+    """One JSON object on one stdout line."""
+    typer.echo(json.dumps(obj, default=_json_default))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "item"):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def note(message: str, quiet: bool = False) -> None:
+    """A human note on stderr (silent with --quiet)."""
+    if not quiet:
+        console.print(message, markup=False)
+
+
+def progress_enabled(quiet: bool) -> bool:
+    return not quiet and sys.stderr.isatty()
+
+
+@contextmanager
+def progress_bar(description: str, total: int | None, quiet: bool) -> Iterator[Callable[[int, int], None]]:
+    """A rich progress bar on stderr; yields `callback(done, total)`. Invisible when not a terminal."""
+    if not progress_enabled(quiet):
+        yield lambda done, total: None
+        return
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task(description, total=total)
+
+        def update(done: int, total_: int) -> None:
+            progress.update(task, completed=done, total=total_)
+
+        yield update
