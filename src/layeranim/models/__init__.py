@@ -1,0 +1,19 @@
+"""Models and weight loaders: LayerDiffuse transparency VAE parts and UNet weights."""
+
+from layeranim.models.layerdiffuse_unet import LayerDiffuseAttnProcessor as LayerDiffuseAttnProcessor
+from layeranim.models.layerdiffuse_unet import apply_layerdiffuse_sd15 as apply_layerdiffuse_sd15
+from layeranim.models.layerdiffuse_unet import apply_layerdiffuse_sdxl as apply_layerdiffuse_sdxl
+from layeranim.models.layerdiffuse_unet import load_safetensors_file as load_safetensors_file
+from layeranim.models.layerdiffuse_unet import reinstall_processors as reinstall_processors
+from layeranim.models.layerdiffuse_unet import remove_processors as remove_processors
+from layeranim.models.layerdiffuse_unet import sd15_attn_state_dict_shapes as sd15_attn_state_dict_shapes
+from layeranim.models.layerdiffuse_unet import sdxl_attn_state_dict_shapes as sdxl_attn_state_dict_shapes
+from layeranim.models.layerdiffuse_unet import spatial_attention_names as spatial_attention_names
+from layeranim.models.transparent_vae import TransparentVAEDecoder as TransparentVAEDecoder
+from layeranim.models.transparent_vae import TransparentVAEEncoder as TransparentVAEEncoder
+from layeranim.models.transparent_vae import decode_rgba as decode_rgba
+from layeranim.models.transparent_vae import encode_adjusted_latent as encode_adjusted_latent
+from layeranim.models.transparent_vae import estimate_augmented as estimate_augmented
+from layeranim.models.transparent_vae import estimate_single_pass as estimate_single_pass
+from layeranim.models.transparent_vae import pad_rgb as pad_rgb
+from layeranim.models.transparent_vae import rgba_to_uint8 as rgba_to_uint8
