@@ -9,7 +9,7 @@ Batch files (UTF-8):
 
 - A text file: one prompt per line. Blank lines and lines whose first non-blank character is `#` are skipped
   (only whole-line comments: a `#` inside a prompt is kept). For `--inputs`, a line is `IMAGE<TAB>PROMPT`, or
-  `IMAGE | PROMPT` when the line has no tab (split at the first tab, else at the first ` | `).
+  `IMAGE | PROMPT` when the line has no tab (split at the first tab, else at the first `|`).
 - JSONL: one JSON object per line (same comment and blank-line rules), used for files ending in `.jsonl` or
   `.json` and for any file whose first item line starts with `{`. A `.json` file may also hold one JSON
   array of objects. Keys: `prompt`, `negative` (or `negative_prompt`), `seed`, `frames`, `fps`, `output`,
@@ -178,16 +178,17 @@ def _read_json_array(path: Path, text: str, *, kind: BatchKind, base_dir: Path) 
 def _item_from_text(
     line: str, index: int, source: str, where: str, kind: BatchKind, base_dir: Path
 ) -> BatchItem:
-    text = line.strip()
     if kind == "prompts":
-        return BatchItem(index=index, prompt=text, source=source)
+        return BatchItem(index=index, prompt=line.strip(), source=source)
+    text = line.strip("\r\n")
     if "\t" in text:
         image, _, prompt = text.partition("\t")
-    elif " | " in text:
-        image, _, prompt = text.partition(" | ")
+    elif "|" in text:
+        image, _, prompt = text.partition("|")
     else:
         raise UsageError(
-            f"{where}: {_short(text)!r} has no prompt; write IMAGE<TAB>PROMPT or IMAGE | PROMPT on each line."
+            f"{where}: {_short(text.strip())!r} has no prompt; write IMAGE<TAB>PROMPT or IMAGE | PROMPT "
+            "on each line."
         )
     image, prompt = image.strip(), prompt.strip()
     if not image:
