@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -272,7 +275,7 @@ def test_item_output_overrides_inside_the_directory_or_template_folder() -> None
     ],
 )
 def test_bad_templates_are_usage_errors(template: str, expected: str) -> None:
-    with pytest.raises(UsageError, match="^-o ") as info:
+    with pytest.raises(UsageError, match=r"^-o ") as info:
         render_output_path(template, BatchItem(index=0, prompt="a"), 1, "webm")
     assert expected in str(info.value)
 
@@ -325,7 +328,7 @@ def test_parse_shard(text: str, expected: tuple[int, int]) -> None:
 
 @pytest.mark.parametrize("text", ["0/2", "3/2", "1/0", "2", "a/b", "-1/2", "1/2/3", ""])
 def test_parse_shard_rejects(text: str) -> None:
-    with pytest.raises(UsageError, match="^--shard "):
+    with pytest.raises(UsageError, match=r"^--shard "):
         parse_shard(text)
 
 
@@ -676,3 +679,166 @@ def test_summary_table_rows_and_counts(tmp_path: Path) -> None:
     for status in ("ok", "failed", "skipped"):
         assert status in text
     assert os.fspath(tmp_path / "c.webm") in text
+
+
+# ---------------------------------------------------------------------------------------------------
+# The examples, driven through a stand-in for `layeranim generate` built on this module (the real command
+# is exercised end to end on the tiny preset in tests/test_cli_batch.py).
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "examples" / "batch_render.sh"
+CI_JOB = REPO / "examples" / "ci" / "render-assets.yml"
+
+FAKE_LAYERANIM = """
+import argparse, json, os, sys
+from pathlib import Path
+from layeranim.batch import (BatchJob, RenderResult, build_manifest, parse_shard, plan_batch,
+                             read_batch_file, render_key, run_batch, select_shard)
+
+Path(os.environ["FAKE_ARGV"]).write_text(json.dumps(sys.argv[1:]))
+parser = argparse.ArgumentParser()
+parser.add_argument("command", choices=["generate"])
+parser.add_argument("--prompts", required=True)
+parser.add_argument("--preset", required=True)
+parser.add_argument("-o", required=True)
+parser.add_argument("--json", action="store_true")
+parser.add_argument("--seed", type=int, default=0)
+parser.add_argument("--shard")
+args = parser.parse_args()
+jobs = plan_batch(read_batch_file(args.prompts), args.o, base_seed=args.seed, ext="webm")
+if args.shard:
+    jobs = select_shard(jobs, *parse_shard(args.shard))
+
+def key(job):
+    return render_key(item=job.item, seed=job.seed, params={}, sources={}, device="cpu", dtype="float32")
+
+def render(job):
+    if job.item.prompt == os.environ.get("FAKE_FAIL"):
+        raise RuntimeError("boom")
+    job.output.write_bytes(b"webm")
+    manifest = build_manifest(item=job.item, seed=job.seed, params={}, sources={}, device="cpu",
+                              dtype="float32", timings={}, output=job.output)
+    return RenderResult(job.output, manifest)
+
+summary = run_batch(jobs, render, render_key_for=key,
+                    on_result=lambda result: print(json.dumps(result.to_json()), flush=True))
+sys.exit(summary.exit_code)
+"""
+
+
+def run_example(
+    tmp_path: Path, command: list[str], env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    fake = tmp_path / "fake_layeranim.py"
+    fake.write_text(FAKE_LAYERANIM)
+    full_env = {
+        **os.environ,
+        "LAYERANIM": f"{sys.executable} {fake}",
+        "FAKE_ARGV": str(tmp_path / "argv.json"),
+        **(env or {}),
+    }
+    return subprocess.run(command, cwd=REPO, env=full_env, capture_output=True, text=True, timeout=120)
+
+
+def prompts_in_example() -> list[str]:
+    return [item.prompt for item in read_batch_file(REPO / "examples" / "prompts.txt")]
+
+
+needs_bash = pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+
+
+@needs_bash
+def test_batch_render_script_renders_then_skips(tmp_path: Path) -> None:
+    outdir = tmp_path / "renders"
+    done = run_example(tmp_path, ["bash", str(SCRIPT), str(outdir), "--seed", "7"])
+    assert done.returncode == 0, done.stderr
+    argv = json.loads((tmp_path / "argv.json").read_text())
+    assert argv == [
+        "generate",
+        "--prompts",
+        str(REPO / "examples" / "prompts.txt"),
+        "--preset",
+        "tiny",
+        "-o",
+        f"{outdir}/",
+        "--json",
+        "--seed",
+        "7",
+    ]
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [line["prompt"] for line in lines] == prompts_in_example()
+    assert all(line["status"] == "ok" for line in lines)
+    assert (outdir / "results.jsonl").read_text() == done.stdout
+    for line in lines:
+        assert Path(line["output"]).is_file()
+        assert read_manifest(Path(line["manifest"]))["seed"] == derive_seed(7, line["index"])  # type: ignore[index]
+    assert f"3 rendered, 0 skipped, 0 failed (exit 0); clips and manifests in {outdir}/" in done.stderr
+
+    again = run_example(tmp_path, ["bash", str(SCRIPT), str(outdir), "--seed", "7"])
+    assert again.returncode == 0
+    assert [json.loads(line)["status"] for line in again.stdout.splitlines()] == ["skipped"] * 3
+    assert "0 rendered, 3 skipped, 0 failed (exit 0)" in again.stderr
+
+
+@needs_bash
+def test_batch_render_script_passes_the_exit_code_through(tmp_path: Path) -> None:
+    outdir = tmp_path / "out"
+    failing = prompts_in_example()[1]
+    done = run_example(tmp_path, ["bash", str(SCRIPT), str(outdir)], env={"FAKE_FAIL": failing})
+    assert done.returncode == 1
+    statuses = [json.loads(line)["status"] for line in done.stdout.splitlines()]
+    assert statuses == ["ok", "failed", "ok"]
+    assert "2 rendered, 0 skipped, 1 failed (exit 1)" in done.stderr
+    usage = run_example(tmp_path, ["bash", str(SCRIPT), str(outdir), "--shard", "3/2"])
+    assert usage.returncode != 0
+
+
+@needs_bash
+def test_batch_render_script_shards_share_a_folder(tmp_path: Path) -> None:
+    outdir = tmp_path / "renders"
+    seen: list[int] = []
+    for shard in ("1/2", "2/2"):
+        done = run_example(tmp_path, ["bash", str(SCRIPT), str(outdir), "--shard", shard])
+        assert done.returncode == 0, done.stderr
+        results = outdir / f"results-shard-{shard.replace('/', '-of-')}.jsonl"
+        assert results.read_text() == done.stdout
+        seen += [json.loads(line)["index"] for line in done.stdout.splitlines()]
+    assert sorted(seen) == list(range(len(prompts_in_example())))
+
+
+def test_ci_job_renders_every_shard_and_keeps_the_manifests(tmp_path: Path) -> None:
+    yaml = pytest.importorskip("yaml")
+    workflow = yaml.safe_load(CI_JOB.read_text())
+    job = workflow["jobs"]["render"]
+    matrix = job["strategy"]["matrix"]
+    (shards,) = matrix["shards"]
+    assert sorted(matrix["shard"]) == list(range(1, shards + 1))  # the matrix covers every shard
+    assert job["strategy"]["fail-fast"] is False
+    render_step = next(step for step in job["steps"] if "batch_render.sh" in step.get("run", ""))
+    upload = next(step for step in job["steps"] if step.get("uses", "").startswith("actions/upload-artifact"))
+    assert upload["if"] == "always()"  # keep what rendered even when an item failed
+    patterns = upload["with"]["path"].split()
+
+    if shutil.which("bash") is None:
+        pytest.skip("needs bash to run the render step")
+    # Run the render step once per matrix entry, as the runner would (with a stand-in layeranim).
+    env = {key: str(value) for key, value in workflow["env"].items() if "${{" not in str(value)}
+    for shard in matrix["shard"]:
+        command = (
+            render_step["run"]
+            .replace("${{ matrix.shard }}", str(shard))
+            .replace("${{ matrix.shards }}", str(shards))
+            .replace("examples/batch_render.sh renders", f"examples/batch_render.sh {tmp_path / 'renders'}")
+        )
+        assert "${{" not in command
+        done = run_example(tmp_path, ["bash", "-euo", "pipefail", "-c", command], env=env)
+        assert done.returncode == 0, done.stderr
+    kept = {
+        path.name for pattern in patterns for path in tmp_path.glob(pattern) if path.is_file()
+    }  # what upload-artifact would keep
+    outputs = sorted((tmp_path / "renders").glob("*.webm"))
+    assert len(outputs) == len(prompts_in_example())
+    for output in outputs:
+        assert output.name in kept
+        assert manifest_path(output).name in kept
+    assert {f"results-shard-{shard}-of-{shards}.jsonl" for shard in matrix["shard"]} <= kept
