@@ -30,7 +30,11 @@ from layeranim.models.inter_frame_attention import (
     load_ifa_weights,
     middle_frame_index,
 )
-from layeranim.models.layerdiffuse_unet import LayerDiffuseAttnProcessor, reinstall_processors
+from layeranim.models.layerdiffuse_unet import (
+    LayerDiffuseAttnProcessor,
+    reinstall_processors,
+    remove_processors,
+)
 from layeranim.models.transparent_vae import (
     TransparentVAEDecoder,
     TransparentVAEEncoder,
@@ -76,8 +80,16 @@ def build_motion_unet(
     transparent latent space), then IFA wraps every spatial self-attention. Without `ifa_weights` IFA is
     installed untrained (W_O' = 0), which is exactly the paper's "motion module" baseline.
     """
-    motion = UNetMotionModel.from_unet2d(unet, motion_adapter)
-    motion = motion.to(device=unet.device, dtype=unet.dtype)
+    # from_unet2d copies attention blocks with a strict load_state_dict, in which the LayerDiffuse processors'
+    # own weights would be unexpected keys: take them off for the copy and put them on both UNets after.
+    if layerdiffuse_processors:
+        remove_processors(unet, layerdiffuse_processors)
+    try:
+        motion = UNetMotionModel.from_unet2d(unet, motion_adapter)
+    finally:
+        if layerdiffuse_processors:
+            reinstall_processors(unet, layerdiffuse_processors)
+    motion = motion.to(unet.device)  # from_unet2d already casts to unet.dtype
     if layerdiffuse_processors:
         reinstall_processors(motion, layerdiffuse_processors)
     processors = install_inter_frame_attention(motion)
