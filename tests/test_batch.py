@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -70,12 +71,33 @@ def test_inputs_text_lines_split_at_tab_or_bar(tmp_path: Path) -> None:
     absolute = tmp_path / "elsewhere" / "c.png"
     path = write(
         tmp_path / "inputs.txt",
-        f"imgs/a.png\ta fox | with a bar\nb.png | a candle\n{absolute} |  a lantern \n",
+        f"imgs/a.png\ta fox | with a bar\nb.png | a candle\n{absolute} |  a lantern \nd.png|a cat\n",
     )
     items = read_batch_file(path, kind="inputs")
-    assert [item.prompt for item in items] == ["a fox | with a bar", "a candle", "a lantern"]
+    assert [item.prompt for item in items] == ["a fox | with a bar", "a candle", "a lantern", "a cat"]
     # Relative images are relative to the batch file's folder.
-    assert [item.image for item in items] == [tmp_path / "imgs" / "a.png", tmp_path / "b.png", absolute]
+    assert [item.image for item in items] == [
+        tmp_path / "imgs" / "a.png",
+        tmp_path / "b.png",
+        absolute,
+        tmp_path / "d.png",
+    ]
+
+
+def test_stdin_batches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO("# from a pipe\na fox\na candle\n"))
+    items = read_batch_file("-")
+    assert [(item.prompt, item.source) for item in items] == [
+        ("a fox", "<stdin>:2"),
+        ("a candle", "<stdin>:3"),
+    ]
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.stdin", io.StringIO('{"image": "a.png", "prompt": "wave"}\n'))
+    (item,) = read_batch_file("-", kind="inputs")
+    assert item.image == tmp_path / "a.png"
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    with pytest.raises(UsageError, match="^--prompts <stdin> has no items"):
+        read_batch_file("-")
 
 
 def test_jsonl_by_suffix_with_every_key(tmp_path: Path) -> None:

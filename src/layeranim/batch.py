@@ -16,6 +16,7 @@ Batch files (UTF-8):
   `image`; any other key is an error. `prompt` is required, and `image` too for `--inputs`.
 
 Relative `image` paths are relative to the batch file's folder, so a batch file can travel with its images.
+A path of `-` reads the batch from stdin (images then relative to the current folder).
 
 Seeds: an item's own `seed` wins; otherwise `derive_seed(base_seed, index)` (sha256-based, the same on every
 platform and Python version). `index` is the item's 0-based position among the file's items, so inserting
@@ -28,7 +29,8 @@ directory (or the template's directory), and may use the same fields.
 Resuming: each output gets a JSON manifest beside it (`clip.webm.json`) holding every parameter, the seed,
 the model sources, versions, device, dtype and per-stage timings, and a `render_key`: the sha256 of
 everything that determines the pixels. A re-run skips an item whose output exists and whose manifest has
-the same `render_key`; when a parameter changed, the item is rendered again and its output replaced.
+the same `render_key`; when a parameter changed, the item is rendered again and its output replaced. An
+existing output without a manifest (not a finished layeranim render) is never replaced without `--overwrite`.
 
 Shards: `--shard I/N` keeps the items whose `index % N == I - 1`, so shards 1..N cover the batch exactly once
 (SLURM arrays: `--shard $((SLURM_ARRAY_TASK_ID + 1))/$SLURM_ARRAY_TASK_COUNT` with 0-based task ids).
@@ -45,6 +47,7 @@ import os
 import platform
 import re
 import string
+import sys
 import tempfile
 import time
 import unicodedata
@@ -106,8 +109,10 @@ def read_batch_file(path: Path | str, *, kind: BatchKind = "prompts") -> list[Ba
     """Read a batch file (text or JSONL, see the module docstring) into items; any problem is a UsageError."""
     if kind not in ("prompts", "inputs"):
         raise ValueError(f"kind must be 'prompts' or 'inputs', not {kind!r}")
-    path = Path(path)
     option = f"--{kind}"
+    if str(path) == "-":
+        return _parse_batch_text(sys.stdin.read(), Path("<stdin>"), kind=kind, base_dir=Path.cwd())
+    path = Path(path)
     if not path.exists():
         raise UsageError(f"{option} {path}: no such file; give a text or JSONL file with one item per line.")
     if path.is_dir():
@@ -120,7 +125,11 @@ def read_batch_file(path: Path | str, *, kind: BatchKind = "prompts") -> list[Ba
         ) from exc
     except OSError as exc:
         raise UsageError(f"{option} {path} cannot be read ({exc.strerror or exc}).") from exc
+    return _parse_batch_text(text, path, kind=kind, base_dir=path.parent)
 
+
+def _parse_batch_text(text: str, path: Path, *, kind: BatchKind, base_dir: Path) -> list[BatchItem]:
+    option = f"--{kind}"
     lines = [(number, line) for number, line in enumerate(text.splitlines(), start=1) if _is_item_line(line)]
     if not lines:
         example = "IMAGE<TAB>PROMPT" if kind == "inputs" else "one prompt"
@@ -128,7 +137,6 @@ def read_batch_file(path: Path | str, *, kind: BatchKind = "prompts") -> list[Ba
             f"{option} {path} has no items (only blank or '#' comment lines); write {example} per line, "
             'or one JSON object per line such as {"prompt": "a red fox"}.'
         )
-    base_dir = path.parent
     if path.suffix.lower() == ".json" and lines[0][1].lstrip().startswith("["):
         return _read_json_array(path, text, kind=kind, base_dir=base_dir)
     if path.suffix.lower() in JSONL_SUFFIXES or lines[0][1].lstrip().startswith("{"):
