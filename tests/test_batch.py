@@ -96,7 +96,7 @@ def test_stdin_batches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (item,) = read_batch_file("-", kind="inputs")
     assert item.image == tmp_path / "a.png"
     monkeypatch.setattr("sys.stdin", io.StringIO(""))
-    with pytest.raises(UsageError, match="^--prompts <stdin> has no items"):
+    with pytest.raises(UsageError, match=r"^--prompts <stdin> has no items"):
         read_batch_file("-")
 
 
