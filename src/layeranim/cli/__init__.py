@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from layeranim.cli import doctor as _doctor  # noqa: F401  (registers `doctor`)
+from layeranim.cli import models as _models  # noqa: F401  (registers `models list|download|path`)
 from layeranim.cli._common import app, main
 
 __all__ = ["app", "main"]

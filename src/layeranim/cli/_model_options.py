@@ -1,0 +1,168 @@
+"""Options shared by every generating command (`image`, `animate`, `generate`): weights, device, sampling.
+
+Use them as parameter annotations, then build the run's `ModelSpec` with `model_spec_from_options`:
+
+    def image(prompt: str, preset: PresetOpt = None, model: ModelOpt = None, family: FamilyOpt = "sd15", ...):
+        spec = model_spec_from_options(preset=preset, family=family, model=model, ...)
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from layeranim.errors import UsageError
+
+if TYPE_CHECKING:
+    from layeranim.components import ModelSpec
+
+# Mirrors of layeranim.devices / layeranim.components constants (tested equal), so that defining the options
+# does not import torch: every command's startup would pay for it.
+DEVICE_CHOICES = ("auto", "cuda", "mps", "cpu")
+DTYPE_CHOICES = ("auto", "fp32", "fp16", "bf16")
+PRESETS = ("tiny",)
+FAMILIES = ("sd15", "sdxl")
+
+_WEIGHTS = "Weights"
+_RUN = "Device and sampling"
+_REF_HELP = (
+    "a local file/folder, a hub repo id (owner/name) or a file in a repo (owner/name/file.safetensors)"
+)
+
+PresetOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--preset",
+        help="Use a built-in model set instead of downloaded weights. 'tiny': random-weight miniatures that "
+        "run offline in seconds (pictures are noise; for smoke tests).",
+        rich_help_panel=_WEIGHTS,
+    ),
+]
+ModelOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        "-m",
+        help=f"Base model: {_REF_HELP}; a single-file SD checkpoint (.safetensors/.ckpt) also works. "
+        "Default: the family's base in `layeranim models list`.",
+        rich_help_panel=_WEIGHTS,
+    ),
+]
+FamilyOpt = Annotated[
+    str,
+    typer.Option("--family", help=f"Model family: {' or '.join(FAMILIES)}.", rich_help_panel=_WEIGHTS),
+]
+TransparentAttnOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--transparent-attn", help=f"LayerDiffuse UNet weights: {_REF_HELP}.", rich_help_panel=_WEIGHTS
+    ),
+]
+TransparentEncoderOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--transparent-encoder",
+        help=f"LayerDiffuse transparency encoder: {_REF_HELP}.",
+        rich_help_panel=_WEIGHTS,
+    ),
+]
+TransparentDecoderOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--transparent-decoder",
+        help=f"LayerDiffuse transparency decoder: {_REF_HELP}.",
+        rich_help_panel=_WEIGHTS,
+    ),
+]
+MotionAdapterOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--motion-adapter",
+        help=f"AnimateDiff motion adapter: {_REF_HELP}; original AnimateDiff .ckpt/.safetensors motion "
+        "modules are converted on load.",
+        rich_help_panel=_WEIGHTS,
+    ),
+]
+DeviceOpt = Annotated[
+    str,
+    typer.Option(
+        "--device",
+        help=f"Where to run: {'|'.join(DEVICE_CHOICES)} (auto: cuda > mps > cpu).",
+        rich_help_panel=_RUN,
+    ),
+]
+DtypeOpt = Annotated[
+    str,
+    typer.Option(
+        "--dtype",
+        help=f"Precision: {'|'.join(DTYPE_CHOICES)} (auto: fp16 on CUDA and MPS, fp32 on CPU).",
+        rich_help_panel=_RUN,
+    ),
+]
+SeedOpt = Annotated[
+    int | None,
+    typer.Option("--seed", help="Random seed (default: a random one, printed).", min=0, rich_help_panel=_RUN),
+]
+StepsOpt = Annotated[
+    int, typer.Option("--steps", help="Number of denoising steps.", min=1, max=1000, rich_help_panel=_RUN)
+]
+GuidanceOpt = Annotated[
+    float,
+    typer.Option(
+        "--guidance", "--cfg", help="Classifier-free guidance scale (1 = off).", min=0.0, rich_help_panel=_RUN
+    ),
+]
+NegativePromptOpt = Annotated[
+    str,
+    typer.Option("--negative-prompt", "-n", help="What the picture should not show.", rich_help_panel=_RUN),
+]
+WidthOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--width",
+        help="Width in pixels, a multiple of 64 (default: 512 for sd15, 1024 for sdxl).",
+        min=64,
+        rich_help_panel=_RUN,
+    ),
+]
+HeightOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--height",
+        help="Height in pixels, a multiple of 64 (default: 512 for sd15, 1024 for sdxl).",
+        min=64,
+        rich_help_panel=_RUN,
+    ),
+]
+
+
+def model_spec_from_options(
+    *,
+    preset: str | None = None,
+    family: str = "sd15",
+    model: str | None = None,
+    transparent_attn: str | None = None,
+    transparent_encoder: str | None = None,
+    transparent_decoder: str | None = None,
+    motion_adapter: str | None = None,
+) -> ModelSpec:
+    """The run's `ModelSpec` from the weights options (a preset's components can be overridden one by one)."""
+    from layeranim.components import ModelSpec
+
+    family = family.strip().lower()
+    overrides = {
+        "base": model,
+        "transparent_attn": transparent_attn,
+        "transparent_encoder": transparent_encoder,
+        "transparent_decoder": transparent_decoder,
+        "motion_adapter": motion_adapter,
+    }
+    if preset is None:
+        return ModelSpec(family=family, **overrides)
+    preset = preset.strip().lower()
+    if preset not in PRESETS:
+        raise UsageError(f"--preset {preset!r} is not a preset; use one of {', '.join(PRESETS)}.")
+    if family != "sd15":
+        raise UsageError(f"--preset {preset} is SD1.5-shaped; drop --family {family} (or drop --preset).")
+    return ModelSpec.for_preset(preset, **overrides)
