@@ -444,6 +444,26 @@ def test_install_is_idempotent_and_uninstall_restores(
     assert torch.equal(run_unet(unet, inputs), run_unet(pristine_unet, inputs))
 
 
+def test_a_deep_copy_of_an_ifa_unet_has_its_own_context_and_hook(unet: UNetMotionModel) -> None:
+    processors = install_inter_frame_attention(unet)
+    randomize_ifa(processors)
+    duplicate = copy.deepcopy(unet)  # e.g. an EMA copy in training
+    context, duplicate_context = inter_frame_attention_context(unet), inter_frame_attention_context(duplicate)
+    assert duplicate_context is not context
+    assert all(p.context is duplicate_context for p in inter_frame_attention_processors(duplicate).values())
+
+    inputs = unet_inputs(videos=2, frames=3)
+    assert torch.equal(run_unet(duplicate, inputs), run_unet(unet, inputs))
+    run_unet(duplicate, unet_inputs(videos=1, frames=5))
+    assert (duplicate_context.batch, duplicate_context.frames) == (1, 5)
+    assert (context.batch, context.frames) == (2, 3)
+
+    hooks = len(unet._forward_pre_hooks)
+    uninstall_inter_frame_attention(duplicate)
+    assert len(unet._forward_pre_hooks) == hooks
+    assert len(duplicate._forward_pre_hooks) == hooks - 1
+
+
 def test_install_refuses_a_model_that_is_not_a_motion_unet() -> None:
     with pytest.raises(UsageError, match="UNetMotionModel"):
         install_inter_frame_attention(nn.Linear(4, 4))  # type: ignore[arg-type]

@@ -224,13 +224,16 @@ def _module_path(name: str) -> str:
     return name.removesuffix(_PROCESSOR_SUFFIX)
 
 
-def _fill_frame_context(
-    context: FrameContext, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> None:
-    """Forward pre-hook: read B and F from the UNet's (B, C, F, H, W) `sample` into the shared context."""
+def _fill_frame_context(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """Forward pre-hook: read B and F from the UNet's (B, C, F, H, W) `sample` into its frame context.
+
+    The context is looked up on the module at call time, not captured, so a `copy.deepcopy` of the UNet
+    (e.g. an EMA copy) fills its own context.
+    """
+    context = inter_frame_attention_context(module)
     sample = kwargs.get("sample", args[0] if args else None)
-    if not isinstance(sample, torch.Tensor):
-        return  # the UNet itself reports the missing argument
+    if context is None or not isinstance(sample, torch.Tensor):
+        return  # IFA was uninstalled, or the UNet itself reports the missing argument
     if sample.ndim != 5:
         raise UsageError(
             f"sample has shape {tuple(sample.shape)}; a UNetMotionModel with Inter-Frame Attention "
@@ -241,14 +244,16 @@ def _fill_frame_context(
 
 def inter_frame_attention_context(unet: nn.Module) -> FrameContext | None:
     """The `FrameContext` installed on a UNet, or None when IFA is not installed."""
-    return getattr(unet, _CONTEXT_ATTRIBUTE, None)
+    context = getattr(unet, _CONTEXT_ATTRIBUTE, None)
+    return context if isinstance(context, FrameContext) else None
 
 
 def inter_frame_attention_processors(unet: nn.Module) -> dict[str, InterFrameAttnProcessor]:
     """The IFA processors installed on a UNet, keyed by processor name (empty when none)."""
+    all_processors = getattr(unet, "attn_processors", {})
     return {
         name: processor
-        for name, processor in unet.attn_processors.items()
+        for name, processor in all_processors.items()
         if isinstance(processor, InterFrameAttnProcessor)
     }
 
@@ -290,11 +295,9 @@ def install_inter_frame_attention(
         raise UsageError("unet has no spatial self-attention (attn1 in '.attentions.') to put IFA on.")
     unet.set_attn_processor(all_processors)
 
-    if context.hook_handle is None:
-        context.hook_handle = unet.register_forward_pre_hook(
-            lambda module, args, kwargs: _fill_frame_context(context, module, args, kwargs), with_kwargs=True
-        )
     setattr(unet, _CONTEXT_ATTRIBUTE, context)
+    if context.hook_handle is None:
+        context.hook_handle = unet.register_forward_pre_hook(_fill_frame_context, with_kwargs=True)
     logger.info("Inter-Frame Attention on %d spatial self-attention modules", len(ifa_processors))
     return ifa_processors
 
