@@ -145,6 +145,7 @@ def resize_rgba(rgba_hwc_uint8: np.ndarray, width: int, height: int) -> np.ndarr
 
     Resizing straight colour would drag the (meaningless) colour under alpha 0 into visible edges;
     premultiplying first weights every colour by its coverage. Lanczos, with overshoot clipped.
+    Accepts (h, w, 4).
     """
     if width < 1 or height < 1:
         raise UsageError(f"resize: size {width}x{height} must be at least 1x1.")
@@ -162,11 +163,9 @@ def resize_rgba(rgba_hwc_uint8: np.ndarray, width: int, height: int) -> np.ndarr
         for c in range(4)
     ]
     resized_01 = np.stack(channels, axis=-1)
-    alpha_out_01 = resized_01[..., 3:4].clip(0.0, 1.0)
-    # Premultiplied colour can never exceed its alpha; clip Lanczos ringing before dividing.
-    premul_out_01 = np.minimum(resized_01[..., :3].clip(0.0, 1.0), alpha_out_01)
-    rgb_out_01 = unpremultiply(premul_out_01, alpha_out_01)
-    out = np.concatenate([rgb_out_01, alpha_out_01], axis=-1)
+    # Divide by the unclipped alpha so Lanczos overshoot scales colour and alpha alike, then clip.
+    rgb_out_01 = unpremultiply(resized_01[..., :3], resized_01[..., 3:4].clip(min=0.0))
+    out = np.concatenate([rgb_out_01, resized_01[..., 3:4].clip(0.0, 1.0)], axis=-1)
     return np.clip(np.rint(out * 255.0), 0, 255).astype(np.uint8)
 
 

@@ -265,6 +265,15 @@ _ALPHA_FIX = (
     "use .webm (VP9 with alpha) for the web or .mov (ProRes 4444) for editors; "
     "add --preview for an opaque MP4 to look at"
 )
+# What Pillow raises for files it cannot read (a bomb-sized header included).
+_PIL_ERRORS = (
+    UnidentifiedImageError,
+    OSError,
+    SyntaxError,
+    ValueError,
+    EOFError,
+    Image.DecompressionBombError,
+)
 _STILL_IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 
 
@@ -426,6 +435,8 @@ def atomic_output(path: str | Path, overwrite: bool = False, *, directory: bool 
     try:
         if directory:
             temp.mkdir()
+        else:
+            open(temp, "xb").close()  # fail here, with a clear message, if the directory refuses files
     except OSError as exc:
         raise LayerAnimError(f"cannot write in {str(target.parent)!r}: {exc.strerror or exc}.") from exc
     try:
@@ -742,6 +753,29 @@ def _write_sequence(
     return target_path
 
 
+def check_output(path: str | Path, *, format: str | None = None, overwrite: bool = False) -> FormatSpec:
+    """Resolve the output format and check that the target may be written, before any expensive work."""
+    spec = resolve_output_format(path, format)
+    target = Path(str(path).rstrip("/" + os.sep) or ".")
+    if spec.kind != "sequence":
+        _check_output_target(target, overwrite)
+    elif not _PATTERN_RE.search(target.name):
+        _check_output_target(target, overwrite, directory=True)
+    elif not target.parent.exists():
+        _check_output_target(target.parent, overwrite, directory=True)
+    else:
+        _check_directory_writable(target.parent)
+        name_re = _pattern_regex(target.name)
+        existing = sum(1 for p in target.parent.iterdir() if name_re.match(p.name))
+        if existing and not overwrite:
+            raise OutputExistsError(
+                f"output {str(target)!r} already has {existing} matching frame(s) in "
+                f"{str(target.parent)!r}; pass --overwrite (overwrite=True) to replace them, or choose "
+                "another pattern."
+            )
+    return spec
+
+
 def write_video(
     path: str | Path,
     rgba_fhwc_uint8: np.ndarray,
@@ -1002,7 +1036,7 @@ def _read_pillow_animation(
                     if progress is not None:
                         progress(len(frames), max(wanted, len(frames)))
                 decoded += 1
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
+    except _PIL_ERRORS as exc:
         raise _read_error(path, exc) from exc
     mean_ms = sum(durations_ms) / len(durations_ms) if durations_ms else 0.0
     fps = _snap_fps(mean_ms / 1000.0, 0.0005) if mean_ms > 0 else DEFAULT_SEQUENCE_FPS
@@ -1038,7 +1072,7 @@ def _sequence_fps(first: Path) -> float:
         with Image.open(first) as image:
             text = image.info.get(_FPS_TEXT_KEY)
         return float(text) if text else DEFAULT_SEQUENCE_FPS
-    except (OSError, ValueError):
+    except _PIL_ERRORS:
         return DEFAULT_SEQUENCE_FPS
 
 
@@ -1118,7 +1152,7 @@ def _gif_has_transparency(path: Path) -> bool:
                 image.seek(index)
                 if "transparency" in image.info:
                     return True
-    except (OSError, ValueError, EOFError):
+    except _PIL_ERRORS:
         return False
     return False
 
@@ -1205,7 +1239,7 @@ def _probe_pillow(path: Path) -> VideoInfo:
                 durations.append(float(image.info.get("duration") or 0))
             width, height = image.size
             mode = image.mode
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
+    except _PIL_ERRORS as exc:
         raise _read_error(path, exc) from exc
     mean_ms = sum(durations) / len(durations) if durations else 0.0
     fps = _snap_fps(mean_ms / 1000.0, 0.0005) if mean_ms > 0 else DEFAULT_SEQUENCE_FPS
@@ -1230,7 +1264,7 @@ def _probe_sequence(path: Path) -> VideoInfo:
             width, height = image.size
             mode = image.mode
             has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
-    except (UnidentifiedImageError, OSError) as exc:
+    except _PIL_ERRORS as exc:
         raise _read_error(files[0], exc) from exc
     return VideoInfo(
         path=path,
@@ -1341,7 +1375,7 @@ def read_image(path: str | Path) -> np.ndarray:
         with Image.open(source) as image:
             image.seek(0)
             return np.asarray(image.convert("RGBA")).copy()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
+    except _PIL_ERRORS as exc:
         raise _read_error(source, exc) from exc
 
 
@@ -1353,7 +1387,7 @@ def image_has_alpha(path: str | Path) -> bool:
             if image.format == "WEBP":
                 return _webp_has_alpha(source)
             return image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except _PIL_ERRORS as exc:
         raise _read_error(source, exc) from exc
 
 

@@ -13,6 +13,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -149,6 +150,65 @@ PreviewOpt = Annotated[
     ),
 ]
 FpsOpt = Annotated[float | None, typer.Option("--fps", help="Frames per second of the output.", min=0.001)]
+
+
+class AlphaModeChoice(str, Enum):
+    """How colour is stored next to alpha in a written file."""
+
+    straight = "straight"
+    premultiplied = "premultiplied"
+
+
+FormatOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--format",
+        "-f",
+        help="Output format (default: from the extension): webm (VP9 alpha), webm-vp8, mov (ProRes 4444), "
+        "mov-xq, mov-png, mkv (FFV1), apng, webp, gif, png-seq.",
+        show_default=False,
+    ),
+]
+QualityOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--quality",
+        "--crf",
+        help="CRF for webm / webm-vp8 (0-63, lower is better; default 30 / 10), or quality for lossy webp "
+        "(0-100, higher is better; default 90).",
+        show_default=False,
+    ),
+]
+LosslessOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--lossless/--lossy",
+        help="Lossless VP9 (exact alpha) or lossy WebP; default: the format's own mode.",
+        show_default=False,
+    ),
+]
+AlphaModeOpt = Annotated[
+    AlphaModeChoice,
+    typer.Option(
+        "--alpha-mode",
+        help="Store straight colour (what browsers and editors expect) or premultiplied colour "
+        "(only for consumers that ask for it).",
+        case_sensitive=False,
+    ),
+]
+LoopOpt = Annotated[
+    int,
+    typer.Option("--loop", min=0, help="Plays of an animated image (apng, webp, gif); 0 loops forever."),
+]
+BackgroundOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--background",
+        metavar="COLOR",
+        help="Flatten onto this colour (#rrggbb, r,g,b or a name like white); the output is opaque.",
+        show_default=False,
+    ),
+]
 
 
 # ---------------------------------------------------------------------------------------------------
