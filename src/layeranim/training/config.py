@@ -169,7 +169,7 @@ def config_to_dict(config: Config) -> dict[str, dict[str, Any]]:
 def config_from_dict(
     values: Mapping[str, Any], base: Config | None = None, *, source: str = "config"
 ) -> Config:
-    """Apply nested `{table: {key: value}}` onto `base` (default: the sd15 defaults), type-checking every key."""
+    """Apply nested `{table: {key: value}}` onto `base` (default: the sd15 defaults), type-checked."""
     config = _copy(base if base is not None else Config())
     for table, entries in values.items():
         if table not in _tables():
@@ -204,7 +204,7 @@ def load_config_file(path: str | Path, base: Config | None = None) -> Config:
 
 
 def parse_override(text: str) -> tuple[str, str, Any]:
-    """`table.key=value` → (table, key, value); the value is read as TOML, or as a plain string if not TOML."""
+    """`table.key=value` → (table, key, value); the value is read as TOML, else as a plain string."""
     if "=" not in text:
         raise UsageError(f"--set {text!r} is not table.key=value; e.g. --set optim.learning_rate=1e-4.")
     name, raw = text.split("=", 1)
@@ -356,7 +356,8 @@ def validate_config(config: Config) -> None:
         raise bad(
             "train.device",
             train.device,
-            f"use one of {', '.join(TRAIN_DEVICES)} (pick GPUs with `accelerate launch` or CUDA_VISIBLE_DEVICES).",
+            f"use one of {', '.join(TRAIN_DEVICES)} "
+            "(pick GPUs with `accelerate launch` or CUDA_VISIBLE_DEVICES).",
         )
     if train.seed < 0:
         raise bad("train.seed", train.seed, "must be 0 or more.")

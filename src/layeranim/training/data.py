@@ -146,7 +146,7 @@ def _is_png_sequence_folder(folder: Path) -> bool:
 
 
 def find_clip_paths(folder: Path, exclude: Sequence[Path] = ()) -> tuple[list[Path], list[Path]]:
-    """(candidate clips, files with an extension no reader knows), sorted, hidden names and `exclude` left out."""
+    """(candidate clips, files of unknown type), sorted; hidden names and `exclude` are left out."""
     excluded = [p.resolve() for p in exclude]
     clips: list[Path] = []
     unknown: list[Path] = []
@@ -422,8 +422,8 @@ class ClipDataset(Dataset):
         rgba_fhwc_uint8 = clip.rgba_fhwc_uint8
         if rgba_fhwc_uint8.shape[0] != self.frames:
             raise LayerAnimError(
-                f"decoded {rgba_fhwc_uint8.shape[0]} frames from frame {window.start}, expected {self.frames} "
-                f"(the file holds fewer frames than its header says)"
+                f"decoded {rgba_fhwc_uint8.shape[0]} frames from frame {window.start}, expected "
+                f"{self.frames} (the file holds fewer frames than its header says)"
             )
         return cut_clip(rgba_fhwc_uint8, self.width, self.height, window)
 

@@ -164,7 +164,7 @@ def load_training_models(config: ModelConfig, *, device: torch.device, dtype: to
 
 
 def freeze_all_but_ifa(models: TrainingModels) -> list[torch.nn.Parameter]:
-    """Eval mode and `requires_grad=False` everywhere; then W_Q'/W_O' in float32 with gradients. Returns them."""
+    """Eval mode and `requires_grad=False` everywhere, then W_Q'/W_O' in float32 with gradients (returned)."""
     for module in models.frozen_modules().values():
         module.eval()
         module.requires_grad_(False)
@@ -247,7 +247,7 @@ def batch_latents(
     device: torch.device,
     chunk_size: int,
 ) -> torch.Tensor:
-    """Adjusted latents (b, c, f, h, w) float32 for a micro-batch: from the cache, else encoded (and cached)."""
+    """Adjusted latents (b, c, f, h, w) float32 of a micro-batch: cached, else encoded (and cached)."""
     latents: list[torch.Tensor] = []
     for cached, rgba_fhwc_uint8, key in zip(
         batch["latents_cfhw"], batch["rgba_fhwc_uint8"], batch["cache_key"], strict=True
@@ -338,7 +338,7 @@ def save_checkpoint(
     skipped: SkipReport,
     metadata: dict[str, str],
 ) -> Path:
-    """Write `checkpoints/step-NNNNNN` atomically (hidden temporary folder, then rename); keep the newest K."""
+    """Write `checkpoints/step-NNNNNN` atomically (hidden temporary folder, then rename); keep the last K."""
     folder = output_dir / CHECKPOINTS_DIR
     final = folder / f"{CHECKPOINT_PREFIX}{state.step:06d}"
     staging = folder / f".{final.name}.tmp"
@@ -437,7 +437,7 @@ def load_checkpoint(
     optimizer: torch.optim.Optimizer,
     generator: torch.Generator,
 ) -> tuple[TrainState, SkipReport]:
-    """Restore IFA weights, optimizer (+ scaler) state and this process's RNG; return the step, position, skips."""
+    """Restore IFA weights, optimizer (+ scaler) and this process's RNG; return step, position and skips."""
     record = read_checkpoint_state(path)
     load_ifa_weights(processors, path / FINAL_WEIGHTS)
     optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True))
@@ -508,8 +508,9 @@ def prepare_output_dir(output_dir: Path, resume_from: Path | None, overwrite: bo
     if resume_from is None and (checkpoints or final.exists()):
         if not overwrite:
             raise OutputExistsError(
-                f"--output {str(output_dir)!r} already holds a training run; pass --resume latest to continue "
-                "it, --overwrite to start over (its checkpoints are deleted), or another --output folder."
+                f"--output {str(output_dir)!r} already holds a training run; pass --resume latest to "
+                "continue it, --overwrite to start over (its checkpoints are deleted), or another "
+                "--output folder."
             )
         for old in checkpoints:
             _remove_tree(old)
