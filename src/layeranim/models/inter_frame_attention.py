@@ -109,7 +109,7 @@ class InterFrameAttnProcessor(nn.Module):
         base_name = type(self.base).__name__
         return f"base={base_name}" if not isinstance(self.base, nn.Module) else ""
 
-    def __call__(
+    def __call__(  # type: ignore[override]  (diffusers processor protocol)
         self,
         attn: Attention,
         hidden_states: torch.Tensor,
