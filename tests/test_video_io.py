@@ -479,3 +479,10 @@ def test_images_round_trip_and_report_alpha(tmp_path: Path) -> None:
     with pytest.raises(UnsupportedFormatError):
         video_io.write_image(tmp_path / "still.tga", rgba)
     assert issubclass(VideoReadError, LayerAnimError)
+
+
+@pytest.mark.parametrize("output", ["clip.webp", "clip.gif", "clip.apng", "frames"])
+def test_animated_image_fps_survives(output: str, clip: np.ndarray, tmp_path: Path) -> None:
+    info = video_io.write_video(tmp_path / output, clip[:4], 12)
+    assert info.fps == pytest.approx(12.0)
+    assert video_io.read_video(info.path).fps == pytest.approx(12.0)

@@ -1030,6 +1030,7 @@ def _read_pillow_animation(
                 if stop is not None and index >= stop:
                     break
                 image.seek(index)
+                image.load()  # Pillow fills a WebP frame's duration when it decodes it
                 durations_ms.append(float(image.info.get("duration") or 0))
                 if _select(index, start, step):
                     frames.append(np.asarray(image.convert("RGBA")).copy())
@@ -1201,6 +1202,12 @@ def _probe_av(path: Path) -> VideoInfo:
                 f"input {str(path)!r} is truncated or corrupt ({exc}); re-export it."
             ) from exc
         if not frames:
+            expected, tolerance = _expected_frames(stream, container, fps)
+            if expected and count < expected - tolerance:
+                raise VideoReadError(
+                    f"input {str(path)!r} is truncated: its header promises {expected} frames but it "
+                    f"holds only {count}; re-export it."
+                )
             frames = count
         if container_name in ("gif", "apng") and count > 1 and packet_seconds > 0:
             fps = _snap_fps(packet_seconds / count, 0.005 if container_name == "gif" else 0.0005)
@@ -1236,6 +1243,7 @@ def _probe_pillow(path: Path) -> VideoInfo:
             durations = []
             for index in range(frames):
                 image.seek(index)
+                image.load()  # Pillow fills a WebP frame's duration when it decodes it
                 durations.append(float(image.info.get("duration") or 0))
             width, height = image.size
             mode = image.mode

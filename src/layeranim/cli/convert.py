@@ -190,8 +190,8 @@ def convert(
         return
     alpha_text = "alpha stored" if info.has_alpha else "no alpha"
     note(
-        f"wrote {info.frames} frames, {info.width}x{info.height} at {info.fps:g} fps, "
-        f"{spec.description} [{info.codec}, {info.pix_fmt}], {alpha_text}",
+        f"wrote {info.frames} frames, {info.width}x{info.height} at {info.fps:g} fps: {spec.name} "
+        f"[{info.codec}, {info.pix_fmt}], {alpha_text}",
         quiet,
     )
     typer.echo(str(info.path))
