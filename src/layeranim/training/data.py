@@ -86,7 +86,7 @@ class SkipReport:
         if key in self.reasons:
             return False
         self.reasons[key] = reason
-        logger.warning("skipping %s: %s", key, reason)
+        logger.info("skipping %s: %s", key, reason)
         return True
 
     def __len__(self) -> int:
