@@ -123,7 +123,27 @@ def _root(
     ] = False,
 ) -> None:
     """Generate and convert transparent (RGBA) videos: WebM VP9 alpha, ProRes 4444, APNG, PNG sequences."""
-    logging.basicConfig(level=logging.DEBUG if debug_enabled() else logging.WARNING, stream=sys.stderr)
+    configure_logging()
+
+
+class _StderrHandler(logging.Handler):
+    """Library warnings as plain lines on the *current* stderr (so CliRunner and redirections see them)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        prefix = "Warning: " if record.levelno >= logging.WARNING else ""
+        typer.echo(f"{prefix}{record.getMessage()}", err=True)
+
+
+def configure_logging() -> None:
+    """layeranim's own log records go to stderr (warnings, or everything with LAYERANIM_DEBUG=1)."""
+    logger = logging.getLogger("layeranim")
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        logger.addHandler(_StderrHandler())
+    logger.setLevel(logging.DEBUG if debug_enabled() else logging.WARNING)
+    logger.propagate = False
+    # Third-party chatter (diffusers/transformers notices) is not for our users' terminals.
+    for name in ("diffusers", "transformers"):
+        logging.getLogger(name).setLevel(logging.DEBUG if debug_enabled() else logging.ERROR)
 
 
 def main() -> None:

@@ -1,0 +1,155 @@
+"""What the generating commands (`image`, `animate`, `generate`) share: a session, seeds, progress."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+
+from layeranim.cli._common import console, progress_enabled
+from layeranim.errors import UsageError
+
+FastDecodeOpt = Annotated[
+    bool,
+    typer.Option(
+        "--fast-decode",
+        help="Decode alpha with one pass of the transparency decoder instead of its 8-way flip/rotate "
+        "augmentation (8× cheaper, slightly rougher edges).",
+    ),
+]
+SchedulerOpt = Annotated[
+    str, typer.Option("--scheduler", help="Sampler: euler_a (default), ddim or dpmpp_2m.")
+]
+FramesOpt = Annotated[
+    int,
+    typer.Option("--frames", help="Frames to generate (2 up to the motion module's window, 32).", min=2),
+]
+VideoFpsOpt = Annotated[float, typer.Option("--fps", help="Frames per second of the video.", min=0.001)]
+IfaWeightsOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--ifa-weights",
+        help="Trained Inter-Frame Attention weights (from `layeranim train`). Without them the paper's "
+        "motion-module baseline runs.",
+        exists=False,
+    ),
+]
+DecodeChunkOpt = Annotated[
+    int, typer.Option("--decode-chunk-size", help="Frames decoded at once (lower it to save memory).", min=1)
+]
+
+
+def resolve_seed(seed: int | None) -> int:
+    """The run's seed: the given one, or a fresh random one (reported in the output)."""
+    if seed is None:
+        return secrets.randbelow(2**32)
+    if not 0 <= seed < 2**63:
+        raise UsageError(f"--seed {seed} is out of range; use 0 … 2**63-1.")
+    return seed
+
+
+def check_ifa_weights(path: Path | None) -> Path | None:
+    if path is not None and not path.is_file():
+        raise UsageError(
+            f"--ifa-weights {str(path)!r} is not a file; give the ifa.safetensors `layeranim train` wrote."
+        )
+    return path
+
+
+def latent_sidecar_path(image_path: Path) -> Path:
+    """`teapot.png` → `teapot.latent.safetensors`: where `image --save-latent` puts the adjusted latent."""
+    return image_path.with_name(f"{image_path.stem}.latent.safetensors")
+
+
+@contextmanager
+def stage_progress(quiet: bool) -> Iterator[Callable[[str, str, int, int], None]]:
+    """One bar per stage and phase on stderr: `progress(stage, phase, done, total)`."""
+    if not progress_enabled(quiet):
+        yield lambda stage, phase, done, total: None
+        return
+    with Progress(
+        TextColumn("{task.description:<18}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        tasks: dict[tuple[str, str], TaskID] = {}
+
+        def update(stage: str, phase: str, done: int, total: int) -> None:
+            key = (stage, phase)
+            if key not in tasks:
+                tasks[key] = progress.add_task(f"{stage}: {phase}", total=total)
+            progress.update(tasks[key], completed=done, total=total)
+
+        yield update
+
+
+def write_clip(
+    output: Path,
+    frames_fhwc_uint8: object,
+    fps: float,
+    *,
+    format: str | None,
+    quality: int | None,
+    lossless: bool | None,
+    alpha_mode: str,
+    loop: int,
+    overwrite: bool,
+    preview: bool,
+) -> dict[str, object]:
+    """Write a rendered clip (and its preview) through video_io; the probe of what was written, as a dict."""
+    from layeranim.video_io import write_preview, write_video
+
+    info = write_video(
+        output,
+        frames_fhwc_uint8,  # type: ignore[arg-type]
+        fps,
+        format=format,
+        quality=quality,
+        lossless=lossless,
+        alpha_mode=alpha_mode,  # type: ignore[arg-type]
+        loop=loop,
+        overwrite=overwrite,
+    )
+    result: dict[str, object] = {
+        "output": str(info.path),
+        "frames": info.frames,
+        "fps": info.fps,
+        "width": info.width,
+        "height": info.height,
+        "format": info.format,
+        "codec": info.codec,
+        "alpha": info.has_alpha,
+    }
+    if preview:
+        result["preview"] = str(write_preview(output, frames_fhwc_uint8, fps, overwrite=overwrite))  # type: ignore[arg-type]
+    return result
+
+
+def check_preview_target(output: Path, preview: bool, overwrite: bool) -> None:
+    from layeranim.errors import OutputExistsError
+    from layeranim.video_io import preview_path
+
+    if preview and preview_path(output).exists() and not overwrite:
+        raise OutputExistsError(
+            f"preview {str(preview_path(output))!r} exists; pass --overwrite to replace it."
+        )
+
+
+def quiet_third_party_logs() -> None:
+    """diffusers/transformers print notices through their own handlers; keep them off our users' stderr."""
+    from layeranim.cli._common import debug_enabled
+
+    if debug_enabled():
+        return
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.set_verbosity_error()
+    transformers_logging.set_verbosity_error()

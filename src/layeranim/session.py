@@ -1,0 +1,198 @@
+"""A render session: models loaded once, then any number of images and videos rendered from them.
+
+The CLI's `image`, `animate` and `generate` (and their batch modes) are thin layers over this: they
+validate, build one `RenderSession`, call it per item, and write what it returns.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from layeranim.components import Components, ModelSpec, load_components, load_motion_adapter
+from layeranim.devices import generator_for
+from layeranim.errors import UsageError
+from layeranim.pipelines._schedulers import DEFAULT_SCHEDULER, make_scheduler
+from layeranim.pipelines.layeranimate import LayerAnimatePipeline, MotionUNet, build_motion_unet
+from layeranim.pipelines.layerdiffuse import LayerDiffusePipeline
+
+logger = logging.getLogger(__name__)
+
+StageProgress = Callable[[str, str, int, int], None]
+"""progress(stage, phase, done, total): stage "image" or "video"; phase "denoise" or "decode"."""
+
+
+@dataclass
+class ImageResult:
+    rgba_hwc_uint8: np.ndarray
+    latent_b4hw: torch.Tensor  # adjusted latent, UNet space, float32 CPU
+    seconds: float
+
+
+@dataclass
+class VideoResult:
+    frames_fhwc_uint8: np.ndarray
+    middle_index: int
+    seconds: float
+
+
+@dataclass
+class RenderSession:
+    """Loads a `ModelSpec` once on a device/dtype and renders stage one and stage two from it."""
+
+    spec: ModelSpec
+    device: torch.device
+    dtype: torch.dtype
+    scheduler: str = DEFAULT_SCHEDULER
+    ifa_weights: Path | None = None
+    load_seconds: dict[str, float] = field(default_factory=dict)
+    _components: Components | None = None
+    _motion: MotionUNet | None = None
+
+    @property
+    def components(self) -> Components:
+        if self._components is None:
+            start = time.perf_counter()
+            self._components = load_components(self.spec, device=self.device, dtype=self.dtype)
+            self.load_seconds["load_models"] = time.perf_counter() - start
+        return self._components
+
+    @property
+    def motion(self) -> MotionUNet:
+        if self._motion is None:
+            c = self.components
+            if c.family != "sd15":
+                raise UsageError(
+                    f"--family {c.family}: stage two (animate/generate) runs on SD1.5 AnimateDiff motion "
+                    "modules; use --family sd15 (stage one, `layeranim image`, supports sdxl)."
+                )
+            start = time.perf_counter()
+            ref = self.spec.motion_adapter
+            adapter = load_motion_adapter(
+                ref if ref is not None else _default_adapter(self.spec), dtype=self.dtype
+            )
+            self._motion = build_motion_unet(c.unet, adapter, c.layerdiffuse_processors, self.ifa_weights)
+            self._motion.unet.to(self.device)
+            self.load_seconds["load_motion"] = time.perf_counter() - start
+            if self._motion.ifa_metadata is None:
+                logger.warning(
+                    "no Inter-Frame Attention weights given (--ifa-weights): running the paper's "
+                    "motion-module baseline. Train them with `layeranim train`."
+                )
+        return self._motion
+
+    @property
+    def sources(self) -> dict[str, str]:
+        out = dict(self.components.sources)
+        if self._motion is not None and self.ifa_weights is not None:
+            out["ifa_weights"] = str(self.ifa_weights)
+        return out
+
+    def stage_one(self) -> LayerDiffusePipeline:
+        c = self.components
+        return LayerDiffusePipeline(
+            vae=c.vae,
+            text_encoder=c.text_encoder,
+            tokenizer=c.tokenizer,
+            unet=c.unet,
+            scheduler=make_scheduler(self.scheduler, c.scheduler.config),
+            transparent_decoder=c.transparent_decoder,
+            transparent_encoder=c.transparent_encoder,
+            text_encoder_2=c.text_encoder_2,
+            tokenizer_2=c.tokenizer_2,
+        )
+
+    def stage_two(self) -> LayerAnimatePipeline:
+        c = self.components
+        return LayerAnimatePipeline(
+            vae=c.vae,
+            text_encoder=c.text_encoder,
+            tokenizer=c.tokenizer,
+            unet=self.motion.unet,
+            scheduler=make_scheduler(self.scheduler, c.scheduler.config),
+            transparent_decoder=c.transparent_decoder,
+            transparent_encoder=c.transparent_encoder,
+        )
+
+    def image(
+        self,
+        prompt: str,
+        *,
+        negative_prompt: str = "",
+        seed: int,
+        steps: int,
+        guidance: float,
+        width: int | None = None,
+        height: int | None = None,
+        tta: bool = True,
+        progress: StageProgress | None = None,
+    ) -> ImageResult:
+        """Stage one: text → one RGBA image and its adjusted latent."""
+        pipe = self.stage_one()
+        start = time.perf_counter()
+        out = pipe(
+            prompt,
+            negative_prompt,
+            height=height,
+            width=width,
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            generator=generator_for(self.device, seed),
+            tta=tta,
+            progress=_staged(progress, "image"),
+        )
+        return ImageResult(out.images[0], out.latents[:1], time.perf_counter() - start)
+
+    def video(
+        self,
+        prompt: str,
+        *,
+        negative_prompt: str = "",
+        seed: int,
+        frames: int,
+        steps: int,
+        guidance: float,
+        image: np.ndarray | None = None,
+        base_latent: torch.Tensor | None = None,
+        tta: bool = True,
+        decode_chunk_size: int = 4,
+        progress: StageProgress | None = None,
+    ) -> VideoResult:
+        """Stage two: an RGBA image or a stage-one latent → RGBA frames."""
+        pipe = self.stage_two()
+        start = time.perf_counter()
+        out = pipe(
+            prompt,
+            negative_prompt,
+            image=image,
+            base_latent=base_latent,
+            num_frames=frames,
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            generator=generator_for(self.device, seed),
+            tta=tta,
+            decode_chunk_size=decode_chunk_size,
+            progress=_staged(progress, "video"),
+        )
+        frames_out = out.frames
+        if image is not None:  # the latent grid was padded to a multiple of 8: crop back to the input
+            frames_out = frames_out[:, : image.shape[0], : image.shape[1]]
+        return VideoResult(frames_out, out.middle_index, time.perf_counter() - start)
+
+
+def _default_adapter(spec: ModelSpec) -> object:
+    from layeranim import weights
+
+    return weights.default_source(spec.family, "motion_adapter")
+
+
+def _staged(progress: StageProgress | None, stage: str) -> Callable[[str, int, int], None] | None:
+    if progress is None:
+        return None
+    return lambda phase, done, total: progress(stage, phase, done, total)
