@@ -153,3 +153,17 @@ def quiet_third_party_logs() -> None:
 
     diffusers_logging.set_verbosity_error()
     transformers_logging.set_verbosity_error()
+
+
+def make_parent_dir(output: Path) -> None:
+    """Generating commands create the output's folder (renders/…) as asset pipelines expect."""
+    from layeranim.errors import LayerAnimError
+    from layeranim.video_io import is_sequence_path
+
+    folder = output if is_sequence_path(output) and not output.suffix else output.parent
+    if "%" in folder.name:
+        folder = folder.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LayerAnimError(f"cannot create the output folder {str(folder)!r}: {exc.strerror}.") from exc

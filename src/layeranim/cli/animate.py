@@ -50,6 +50,7 @@ from layeranim.cli._render import (
     check_ifa_weights,
     check_preview_target,
     latent_sidecar_path,
+    make_parent_dir,
     quiet_third_party_logs,
     resolve_seed,
     stage_progress,
@@ -117,6 +118,7 @@ def animate(
     from layeranim.video_io import check_output
 
     # 1. Validate everything before loading a model.
+    make_parent_dir(output)
     check_output(output, format=format, overwrite=overwrite)
     check_preview_target(output, preview, overwrite)
     rgba, base_latent, source = load_animation_input(image, width=width, height=height, quiet=quiet)

@@ -29,6 +29,7 @@ from layeranim.cli._render import (
     FastDecodeOpt,
     SchedulerOpt,
     latent_sidecar_path,
+    make_parent_dir,
     quiet_third_party_logs,
     resolve_seed,
     stage_progress,
@@ -87,6 +88,7 @@ def image(
             f"--output {str(output)!r}: images are written as {' or '.join(IMAGE_SUFFIXES)}; "
             "for a video use `layeranim generate`."
         )
+    make_parent_dir(output)
     latent_path = latent_sidecar_path(output) if save_latent else None
     for target in (output, latent_path):
         if target is not None and target.exists() and not overwrite:
