@@ -1,5 +1,24 @@
 """Models and weight loaders: LayerDiffuse transparency VAE parts and UNet weights."""
 
+from layeranim.models.inter_frame_attention import FrameContext as FrameContext
+from layeranim.models.inter_frame_attention import InterFrameAttnProcessor as InterFrameAttnProcessor
+from layeranim.models.inter_frame_attention import ifa_parameters as ifa_parameters
+from layeranim.models.inter_frame_attention import ifa_state_dict as ifa_state_dict
+from layeranim.models.inter_frame_attention import (
+    install_inter_frame_attention as install_inter_frame_attention,
+)
+from layeranim.models.inter_frame_attention import (
+    inter_frame_attention_disabled as inter_frame_attention_disabled,
+)
+from layeranim.models.inter_frame_attention import load_ifa_weights as load_ifa_weights
+from layeranim.models.inter_frame_attention import middle_frame_index as middle_frame_index
+from layeranim.models.inter_frame_attention import save_ifa_weights as save_ifa_weights
+from layeranim.models.inter_frame_attention import (
+    set_inter_frame_attention_enabled as set_inter_frame_attention_enabled,
+)
+from layeranim.models.inter_frame_attention import (
+    uninstall_inter_frame_attention as uninstall_inter_frame_attention,
+)
 from layeranim.models.layerdiffuse_unet import LayerDiffuseAttnProcessor as LayerDiffuseAttnProcessor
 from layeranim.models.layerdiffuse_unet import apply_layerdiffuse_sd15 as apply_layerdiffuse_sd15
 from layeranim.models.layerdiffuse_unet import apply_layerdiffuse_sdxl as apply_layerdiffuse_sdxl
