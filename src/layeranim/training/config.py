@@ -256,6 +256,9 @@ def _toml_value(value: Any) -> str:
     raise TypeError(f"cannot write {type(value).__name__} as TOML")
 
 
+_TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+
+
 def _tables() -> list[str]:
     return [f.name for f in dataclasses.fields(Config)]
 
@@ -274,8 +277,8 @@ def _set_field(section: Any, table: str, key: str, value: Any, source: str) -> N
         value = float(value)
     if type(value) is not expected:
         raise UsageError(
-            f"{source}: {table}.{key} = {value!r} is a {type(value).__name__}; it must be a "
-            f"{expected.__name__} (e.g. {table}.{key} = {_toml_value(getattr(type(section)(), key))})."
+            f"{source}: {table}.{key} = {value!r} must be {_TYPE_NAMES[expected]} "
+            f"(e.g. {table}.{key} = {_toml_value(getattr(type(section)(), key))})."
         )
     setattr(section, key, value)
 
