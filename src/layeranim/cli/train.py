@@ -181,10 +181,10 @@ def train_command(
         return
 
     # 3. Report: skipped clips (with reasons) on stderr, the weights on stdout.
-    if len(result.skipped):
-        note(f"skipped {len(result.skipped)} clip(s):", quiet)
+    if len(result.skipped) and not quiet:  # plain lines, never wrapped: paths stay copyable
+        typer.echo(f"skipped {len(result.skipped)} clip(s):", err=True)
         for line in result.skipped.lines():
-            note(f"  {line}", quiet)
+            typer.echo(f"  {line}", err=True)
     if json_output:
         print_json(
             {
