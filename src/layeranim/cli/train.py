@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from layeranim.cli._common import JsonOpt, OverwriteOpt, QuietOpt, app, note, print_json, progress_bar
+from layeranim.cli._common import JsonOpt, OverwriteOpt, QuietOpt, app, print_json, progress_bar
 
 _DATA = "Data"
 _RUN = "Run"
@@ -181,10 +181,10 @@ def train_command(
         return
 
     # 3. Report: skipped clips (with reasons) on stderr, the weights on stdout.
-    if len(result.skipped) and not quiet:  # plain lines, never wrapped: paths stay copyable
-        typer.echo(f"skipped {len(result.skipped)} clip(s):", err=True)
+    if len(result.skipped):
+        note(f"skipped {len(result.skipped)} clip(s):", quiet)
         for line in result.skipped.lines():
-            typer.echo(f"  {line}", err=True)
+            note(f"  {line}", quiet)
     if json_output:
         print_json(
             {
@@ -201,6 +201,12 @@ def train_command(
         )
     else:
         typer.echo(str(result.weights))
+
+
+def note(message: str, quiet: bool) -> None:
+    """A plain stderr line, never wrapped (paths stay copyable); silent with --quiet."""
+    if not quiet:
+        typer.echo(message, err=True)
 
 
 def _print_record(record: dict[str, Any], quiet: bool) -> None:
