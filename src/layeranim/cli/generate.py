@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
+from layeranim.cli._batch import ShardOpt, run_cli_batch
 from layeranim.cli._common import (
     AlphaModeChoice,
     AlphaModeOpt,
@@ -55,7 +58,7 @@ from layeranim.cli._render import (
     stage_progress,
     write_clip,
 )
-from layeranim.errors import OutputExistsError, UnsupportedFormatError
+from layeranim.errors import OutputExistsError, UnsupportedFormatError, UsageError
 
 
 @app.command(
@@ -66,10 +69,27 @@ from layeranim.errors import OutputExistsError, UnsupportedFormatError
     '  layeranim generate "a paper lantern swaying" --preset tiny -o out/lantern.webm --json',
 )
 def generate(
-    prompt: Annotated[str, typer.Argument(help="What the video shows.")],
     output: Annotated[
-        Path, typer.Option("--output", "-o", help="The video to write; the format follows the extension.")
+        Path,
+        typer.Option(
+            "--output",
+            "-o",
+            help="The video to write; the format follows the extension. With --prompts: a folder (DIR/) "
+            "or a template with {index}, {slug}, {seed}, {ext}.",
+        ),
     ],
+    prompt: Annotated[
+        str | None, typer.Argument(help="What the video shows (or use --prompts FILE).")
+    ] = None,
+    prompts: Annotated[
+        Path | None,
+        typer.Option(
+            "--prompts",
+            help="Batch mode: a text file (one prompt per line, # comments) or JSONL with per-item prompt, "
+            "negative, seed, frames, fps, output. Finished items are skipped on re-runs.",
+        ),
+    ] = None,
+    shard: ShardOpt = None,
     frames: FramesOpt = 16,
     fps: VideoFpsOpt = 8.0,
     negative_prompt: NegativePromptOpt = "",
@@ -114,12 +134,19 @@ def generate(
     """Generate a transparent video from text: a LayerDiffuse image, then AnimateDiff + IFA."""
     from layeranim.devices import select_device, select_dtype
     from layeranim.session import RenderSession
-    from layeranim.video_io import check_output, write_image
+    from layeranim.video_io import check_output
 
     # 1. Validate everything before loading a model.
-    make_parent_dir(output)
-    check_output(output, format=format, overwrite=overwrite)
-    check_preview_target(output, preview, overwrite)
+    if (prompt is None) == (prompts is None):
+        raise UsageError("give a PROMPT, or --prompts FILE for a batch (not both).")
+    if prompts is None and shard is not None:
+        raise UsageError("--shard splits a batch; use it with --prompts FILE.")
+    if prompts is not None and save_image is not None:
+        raise UsageError("--save-image names one file; it cannot be used with --prompts.")
+    if prompts is None:
+        make_parent_dir(output)
+        check_output(output, format=format, overwrite=overwrite)
+        check_preview_target(output, preview, overwrite)
     if save_image is not None:
         if save_image.suffix.lower() not in (".png", ".webp"):
             raise UnsupportedFormatError(f"--save-image {str(save_image)!r}: use a .png or .webp name.")
@@ -127,7 +154,6 @@ def generate(
             raise OutputExistsError(
                 f"--save-image {str(save_image)!r} exists; pass --overwrite to replace it."
             )
-    run_seed = resolve_seed(seed)
     spec = model_spec_from_options(
         preset=preset,
         family=family,
@@ -145,56 +171,170 @@ def generate(
         scheduler=scheduler,
         ifa_weights=check_ifa_weights(ifa_weights),
     )
-
-    # 2. Render: stage one, then stage two from its adjusted latent (same seed, fresh generator).
-    quiet_third_party_logs()
-    with stage_progress(quiet) as progress:
-        still = session.image(
-            prompt,
-            negative_prompt=negative_prompt,
-            seed=run_seed,
-            steps=image_steps,
-            guidance=image_guidance,
-            width=width,
-            height=height,
-            tta=not fast_decode,
-            progress=progress,
-        )
-        video = session.video(
-            prompt,
-            negative_prompt=negative_prompt,
-            seed=run_seed,
-            frames=frames,
-            steps=steps,
-            guidance=guidance,
-            base_latent=still.latent_b4hw,
-            tta=not fast_decode,
-            decode_chunk_size=decode_chunk_size,
-            progress=progress,
-        )
-
-    # 3. Write.
-    result = write_clip(
-        output,
-        video.frames_fhwc_uint8,
-        fps,
+    settings = GenerateSettings(
+        steps=steps,
+        guidance=guidance,
+        image_steps=image_steps,
+        image_guidance=image_guidance,
+        width=width,
+        height=height,
+        tta=not fast_decode,
+        decode_chunk_size=decode_chunk_size,
         format=format,
         quality=quality,
         lossless=lossless,
         alpha_mode=alpha_mode.value,
         loop=loop,
-        overwrite=overwrite,
         preview=preview,
     )
-    if save_image is not None:
-        result["image"] = str(write_image(save_image, still.rgba_hwc_uint8, overwrite=overwrite))
+    quiet_third_party_logs()
+
+    # 2. Batch mode: plan, skip finished items, render the rest, report each.
+    if prompts is not None:
+        params = {**settings.as_params(), "scheduler": scheduler, "frames": frames, "fps": fps}
+
+        def render_item(job: Any, p: dict[str, Any]) -> dict[str, float]:
+            negative = job.item.negative_prompt if job.item.negative_prompt is not None else negative_prompt
+            _, timings = render_one(
+                session,
+                settings,
+                job.item.prompt,
+                negative,
+                job.seed,
+                p["frames"],
+                p["fps"],
+                job.output,
+                overwrite=overwrite or job.replace,
+                quiet=quiet,
+            )
+            return timings
+
+        code = run_cli_batch(
+            batch_file=prompts,
+            kind="prompts",
+            output=output,
+            seed=seed,
+            shard=shard,
+            format=format,
+            params=params,
+            session=session,
+            render_item=render_item,
+            overwrite=overwrite,
+            json_output=json_output,
+            quiet=quiet,
+        )
+        raise typer.Exit(code)
+
+    # 3. One render: stage one, then stage two from its adjusted latent (same seed, fresh generator).
+    assert prompt is not None
+    run_seed = resolve_seed(seed)
+    result, timings = render_one(
+        session,
+        settings,
+        prompt,
+        negative_prompt,
+        run_seed,
+        frames,
+        fps,
+        output,
+        overwrite=overwrite,
+        quiet=quiet,
+        save_image=save_image,
+    )
     if json_output:
-        seconds = {"image": round(still.seconds, 3), "video": round(video.seconds, 3)}
-        print_json({**result, "seed": run_seed, "middle_frame": video.middle_index, "seconds": seconds})
+        print_json({**result, "seed": run_seed, "seconds": timings})
     else:
         typer.echo(result["output"])
         for key in ("preview", "image"):
             if key in result:
                 typer.echo(result[key])
+
+
+@dataclass(frozen=True)
+class GenerateSettings:
+    """The per-run settings every item of `generate` shares."""
+
+    steps: int
+    guidance: float
+    image_steps: int
+    image_guidance: float
+    width: int | None
+    height: int | None
+    tta: bool
+    decode_chunk_size: int
+    format: str | None
+    quality: int | None
+    lossless: bool | None
+    alpha_mode: str
+    loop: int
+    preview: bool
+
+    def as_params(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def render_one(
+    session: Any,
+    settings: GenerateSettings,
+    prompt: str,
+    negative_prompt: str,
+    seed: int,
+    frames: int,
+    fps: float,
+    output: Path,
+    *,
+    overwrite: bool,
+    quiet: bool,
+    save_image: Path | None = None,
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """Stage one, stage two, write: (what was written, seconds per stage)."""
+    from layeranim.video_io import write_image
+
+    with stage_progress(quiet) as progress:
+        still = session.image(
+            prompt,
+            negative_prompt=negative_prompt,
+            seed=seed,
+            steps=settings.image_steps,
+            guidance=settings.image_guidance,
+            width=settings.width,
+            height=settings.height,
+            tta=settings.tta,
+            progress=progress,
+        )
+        video = session.video(
+            prompt,
+            negative_prompt=negative_prompt,
+            seed=seed,
+            frames=frames,
+            steps=settings.steps,
+            guidance=settings.guidance,
+            base_latent=still.latent_b4hw,
+            tta=settings.tta,
+            decode_chunk_size=settings.decode_chunk_size,
+            progress=progress,
+        )
+    start = time.perf_counter()
+    result = write_clip(
+        output,
+        video.frames_fhwc_uint8,
+        fps,
+        format=settings.format,
+        quality=settings.quality,
+        lossless=settings.lossless,
+        alpha_mode=settings.alpha_mode,
+        loop=settings.loop,
+        overwrite=overwrite,
+        preview=settings.preview,
+    )
+    if save_image is not None:
+        result["image"] = str(write_image(save_image, still.rgba_hwc_uint8, overwrite=overwrite))
+    result["middle_frame"] = video.middle_index
     if not result["alpha"]:
         note("warning: the written file stores no alpha channel.", quiet)
+    timings = {
+        "image": round(still.seconds, 3),
+        "video": round(video.seconds, 3),
+        "write": round(time.perf_counter() - start, 3),
+    }
+    return result, timings
