@@ -209,3 +209,24 @@ def test_generate_with_trained_ifa_weights(runner: CliRunner, tmp_path: Path) ->
     )
     assert result.exit_code == 0, result.stderr
     assert "baseline" not in result.stderr
+
+
+def test_animate_inputs_batch_reports_each_item(runner: CliRunner, tmp_path: Path) -> None:
+    rgba = np.zeros((64, 64, 4), np.uint8)
+    rgba[8:40, 8:40] = (250, 120, 10, 255)
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "one.png")
+    inputs = tmp_path / "inputs.txt"
+    inputs.write_text("# image<TAB>prompt\none.png\twave\nmissing.png\tjump\n")
+    out = tmp_path / "clips"
+    args = ["animate", "--inputs", str(inputs), "-o", f"{out}/", "--frames", "3", "--json", *FAST]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [line["status"] for line in lines] == ["ok", "failed"]
+    assert "missing.png" in lines[1]["error"] and "missing.png" in result.stderr
+    clip = Path(lines[0]["output"])
+    assert video_io.probe(clip).frames == 3
+    manifest = json.loads(Path(lines[0]["manifest"]).read_text())
+    assert manifest["seed"] == lines[0]["seed"] and manifest["params"]["frames"] == 3
+    rerun = runner.invoke(app, args)
+    assert [json.loads(line)["status"] for line in rerun.stdout.splitlines()] == ["skipped", "failed"]

@@ -103,3 +103,15 @@ def test_synth_then_train_then_resume(tmp_path: Path) -> None:
     assert resumed.exit_code == 0, resumed.stderr
     assert resumed.stdout.strip() == str(run / "ifa.safetensors")
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-000001", "step-000002"]
+
+    # The exported weights load in `layeranim animate`.
+    from layeranim import video_io
+
+    still = tmp_path / "still.png"
+    video_io.write_image(still, video_io.read_video(clips / "clip_000.mkv", stop=1).rgba_fhwc_uint8[0])
+    animated = invoke(
+        "animate", still, "a sprite", "-o", tmp_path / "out.webm", "--preset", "tiny", "--frames", "4",
+        "--steps", "2", "--ifa-weights", run / "ifa.safetensors", "--fast-decode", "--seed", "1", "--json",
+    )  # fmt: skip
+    assert animated.exit_code == 0, animated.stderr
+    assert video_io.probe(tmp_path / "out.webm").frames == 4

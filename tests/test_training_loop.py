@@ -124,6 +124,29 @@ def test_middle_frame_contributes_no_loss() -> None:
     assert not all(torch.equal(a, b) for a, b in zip(reference, gradients(other), strict=True))
 
 
+def test_gradient_checkpointing_gives_the_same_gradients() -> None:
+    models = fresh_models()
+    generator = torch.Generator().manual_seed(1)
+    for param in ifa_parameters(models.ifa_processors):
+        param.data.normal_(0.0, 0.05, generator=generator)
+    latents = torch.randn(2, 4, FRAMES, 8, 8, generator=generator)
+    noise = torch.randn(latents.shape, generator=generator)
+    text = encode_captions(models, ["a", "b"], CPU)
+    timesteps = torch.tensor([100, 700])
+
+    def gradients() -> list[torch.Tensor]:
+        params = ifa_parameters(models.ifa_processors)
+        for param in params:
+            param.grad = None
+        ifa_loss(models.unet, models.noise_scheduler, latents, text, noise, timesteps).backward()
+        return [param.grad.clone() for param in params]
+
+    plain = gradients()
+    models.unet.enable_gradient_checkpointing()
+    checkpointed = gradients()
+    assert all(torch.allclose(a, b, atol=1e-7) for a, b in zip(plain, checkpointed, strict=True))
+
+
 def test_overfit_lowers_loss_touches_only_ifa_and_caches_latents(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
