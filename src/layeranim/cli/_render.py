@@ -5,8 +5,9 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
@@ -167,3 +168,26 @@ def make_parent_dir(output: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise LayerAnimError(f"cannot create the output folder {str(folder)!r}: {exc.strerror}.") from exc
+
+
+@dataclass(frozen=True)
+class RenderSettings:
+    """The settings every item of a run shares (`image_*` only matter to `generate`)."""
+
+    steps: int
+    guidance: float
+    image_steps: int | None
+    image_guidance: float | None
+    width: int | None
+    height: int | None
+    tta: bool
+    decode_chunk_size: int
+    format: str | None
+    quality: int | None
+    lossless: bool | None
+    alpha_mode: str
+    loop: int
+    preview: bool
+
+    def as_params(self) -> dict[str, Any]:
+        return asdict(self)

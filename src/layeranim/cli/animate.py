@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
+from layeranim.cli._batch import ShardOpt, run_cli_batch
 from layeranim.cli._common import (
     AlphaModeChoice,
     AlphaModeOpt,
@@ -45,6 +48,7 @@ from layeranim.cli._render import (
     FastDecodeOpt,
     FramesOpt,
     IfaWeightsOpt,
+    RenderSettings,
     SchedulerOpt,
     VideoFpsOpt,
     check_ifa_weights,
@@ -69,18 +73,33 @@ LATENT_SUFFIX = ".safetensors"
     '  layeranim animate sprite.png "waving" -o frames/ --ifa-weights ifa.safetensors --json',
 )
 def animate(
-    image: Annotated[
+    output: Annotated[
         Path,
+        typer.Option(
+            "--output",
+            "-o",
+            help="The video to write; the format follows the extension. With --inputs: a folder (DIR/) or "
+            "a template with {index}, {slug}, {seed}, {ext}.",
+        ),
+    ],
+    image: Annotated[
+        Path | None,
         typer.Argument(
             help="The RGBA still to animate (.png/.webp with alpha), or a stage-one latent "
             "(NAME.latent.safetensors from `layeranim image --save-latent`). Next to a PNG, its "
             "NAME.latent.safetensors is used automatically when it belongs to that exact image."
         ),
-    ],
-    prompt: Annotated[str, typer.Argument(help="What should happen in the video.")],
-    output: Annotated[
-        Path, typer.Option("--output", "-o", help="The video to write; the format follows the extension.")
-    ],
+    ] = None,
+    prompt: Annotated[str | None, typer.Argument(help="What should happen in the video.")] = None,
+    inputs: Annotated[
+        Path | None,
+        typer.Option(
+            "--inputs",
+            help="Batch mode: lines of IMAGE<TAB>PROMPT (or IMAGE | PROMPT), or JSONL with image, prompt and "
+            "per-item negative, seed, frames, fps, output. Finished items are skipped on re-runs.",
+        ),
+    ] = None,
+    shard: ShardOpt = None,
     frames: FramesOpt = 16,
     fps: VideoFpsOpt = 8.0,
     negative_prompt: NegativePromptOpt = "",
@@ -118,11 +137,16 @@ def animate(
     from layeranim.video_io import check_output
 
     # 1. Validate everything before loading a model.
-    make_parent_dir(output)
-    check_output(output, format=format, overwrite=overwrite)
-    check_preview_target(output, preview, overwrite)
-    rgba, base_latent, source = load_animation_input(image, width=width, height=height, quiet=quiet)
-    run_seed = resolve_seed(seed)
+    if inputs is None and (image is None or prompt is None):
+        raise UsageError("give IMAGE and PROMPT, or --inputs FILE for a batch.")
+    if inputs is not None and (image is not None or prompt is not None):
+        raise UsageError("give IMAGE and PROMPT, or --inputs FILE for a batch (not both).")
+    if inputs is None and shard is not None:
+        raise UsageError("--shard splits a batch; use it with --inputs FILE.")
+    if inputs is None:
+        make_parent_dir(output)
+        check_output(output, format=format, overwrite=overwrite)
+        check_preview_target(output, preview, overwrite)
     spec = model_spec_from_options(
         preset=preset,
         family=family,
@@ -140,59 +164,148 @@ def animate(
         scheduler=scheduler,
         ifa_weights=check_ifa_weights(ifa_weights),
     )
-
-    # 2. Render.
-    quiet_third_party_logs()
-    with stage_progress(quiet) as progress:
-        video = session.video(
-            prompt,
-            negative_prompt=negative_prompt,
-            seed=run_seed,
-            frames=frames,
-            steps=steps,
-            guidance=guidance,
-            image=rgba if base_latent is None else None,
-            base_latent=base_latent,
-            tta=not fast_decode,
-            decode_chunk_size=decode_chunk_size,
-            progress=progress,
-        )
-
-    # 3. Write.
-    result = write_clip(
-        output,
-        video.frames_fhwc_uint8,
-        fps,
+    settings = RenderSettings(
+        steps=steps,
+        guidance=guidance,
+        image_steps=None,
+        image_guidance=None,
+        width=width,
+        height=height,
+        tta=not fast_decode,
+        decode_chunk_size=decode_chunk_size,
         format=format,
         quality=quality,
         lossless=lossless,
         alpha_mode=alpha_mode.value,
         loop=loop,
-        overwrite=overwrite,
         preview=preview,
     )
-    if json_output:
-        print_json(
-            {
-                **result,
-                "seed": run_seed,
-                "input": source,
-                "middle_frame": video.middle_index,
-                "seconds": round(video.seconds, 3),
-            }
+    quiet_third_party_logs()
+
+    # 2. Batch mode: plan, skip finished items, render the rest, report each.
+    if inputs is not None:
+        params = {**settings.as_params(), "scheduler": scheduler, "frames": frames, "fps": fps}
+
+        def render_item(job: Any, p: dict[str, Any]) -> dict[str, float]:
+            negative = job.item.negative_prompt if job.item.negative_prompt is not None else negative_prompt
+            source = load_animation_input(job.item.image, width=width, height=height, quiet=quiet)
+            _, timings = animate_one(
+                session,
+                settings,
+                source,
+                job.item.prompt,
+                negative,
+                job.seed,
+                p["frames"],
+                p["fps"],
+                job.output,
+                overwrite=overwrite or job.replace,
+                quiet=quiet,
+            )
+            return timings
+
+        code = run_cli_batch(
+            batch_file=inputs,
+            kind="inputs",
+            output=output,
+            seed=seed,
+            shard=shard,
+            format=format,
+            params=params,
+            session=session,
+            render_item=render_item,
+            overwrite=overwrite,
+            json_output=json_output,
+            quiet=quiet,
         )
+        raise typer.Exit(code)
+
+    # 3. One render.
+    assert image is not None and prompt is not None
+    source = load_animation_input(image, width=width, height=height, quiet=quiet)
+    run_seed = resolve_seed(seed)
+    result, timings = animate_one(
+        session,
+        settings,
+        source,
+        prompt,
+        negative_prompt,
+        run_seed,
+        frames,
+        fps,
+        output,
+        overwrite=overwrite,
+        quiet=quiet,
+    )
+    if json_output:
+        print_json({**result, "seed": run_seed, "input": source.origin, "seconds": timings})
     else:
         typer.echo(result["output"])
         if preview:
             typer.echo(result["preview"])
+
+
+@dataclass
+class AnimationInput:
+    """IMAGE, read: the RGBA still (None for a bare latent), the stage-one latent if any, and its origin."""
+
+    rgba_hwc_uint8: Any
+    latent_b4hw: Any
+    origin: str
+
+
+def animate_one(
+    session: Any,
+    settings: RenderSettings,
+    source: AnimationInput,
+    prompt: str,
+    negative_prompt: str,
+    seed: int,
+    frames: int,
+    fps: float,
+    output: Path,
+    *,
+    overwrite: bool,
+    quiet: bool,
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """Stage two and write: (what was written, seconds per stage)."""
+    with stage_progress(quiet) as progress:
+        video = session.video(
+            prompt,
+            negative_prompt=negative_prompt,
+            seed=seed,
+            frames=frames,
+            steps=settings.steps,
+            guidance=settings.guidance,
+            image=source.rgba_hwc_uint8 if source.latent_b4hw is None else None,
+            base_latent=source.latent_b4hw,
+            tta=settings.tta,
+            decode_chunk_size=settings.decode_chunk_size,
+            progress=progress,
+        )
+    start = time.perf_counter()
+    result = write_clip(
+        output,
+        video.frames_fhwc_uint8,
+        fps,
+        format=settings.format,
+        quality=settings.quality,
+        lossless=settings.lossless,
+        alpha_mode=settings.alpha_mode,
+        loop=settings.loop,
+        overwrite=overwrite,
+        preview=settings.preview,
+    )
+    result["middle_frame"] = video.middle_index
     if not result["alpha"]:
         note("warning: the written file stores no alpha channel.", quiet)
+    return result, {"video": round(video.seconds, 3), "write": round(time.perf_counter() - start, 3)}
 
 
 def load_animation_input(
     image: Path, *, width: int | None, height: int | None, quiet: bool
-) -> tuple[object, object, str]:
-    """IMAGE → (rgba or None, base latent or None, what was used): an RGBA still or a stage-one latent."""
+) -> AnimationInput:
+    """IMAGE → an RGBA still (through the encoder later) or a stage-one latent (used as is)."""
     import numpy as np
 
     from layeranim.alpha import resize_rgba
@@ -208,7 +321,7 @@ def load_animation_input(
         if width is not None or height is not None:
             raise UsageError("--width/--height resize an input image; a latent has its own size. Drop them.")
         latent, _ = load_adjusted_latent(image)
-        return None, latent, str(image)
+        return AnimationInput(None, latent, str(image))
     if not image_has_alpha(image):
         raise UsageError(
             f"IMAGE {str(image)!r} has no alpha channel: layeranim animates transparent images. Give an RGBA "
@@ -225,6 +338,6 @@ def load_animation_input(
         latent, meta = load_adjusted_latent(sidecar)
         if meta.get("image_sha256") == rgba_digest(np.ascontiguousarray(rgba)):
             note(f"starting from the stage-one latent {sidecar}", quiet)
-            return rgba, latent, str(sidecar)
+            return AnimationInput(rgba, latent, str(sidecar))
         note(f"ignoring {sidecar}: it belongs to another version of {image.name}", quiet)
-    return rgba, None, str(image)
+    return AnimationInput(rgba, None, str(image))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -48,6 +47,7 @@ from layeranim.cli._render import (
     FastDecodeOpt,
     FramesOpt,
     IfaWeightsOpt,
+    RenderSettings,
     SchedulerOpt,
     VideoFpsOpt,
     check_ifa_weights,
@@ -171,7 +171,7 @@ def generate(
         scheduler=scheduler,
         ifa_weights=check_ifa_weights(ifa_weights),
     )
-    settings = GenerateSettings(
+    settings = RenderSettings(
         steps=steps,
         guidance=guidance,
         image_steps=image_steps,
@@ -250,32 +250,9 @@ def generate(
                 typer.echo(result[key])
 
 
-@dataclass(frozen=True)
-class GenerateSettings:
-    """The per-run settings every item of `generate` shares."""
-
-    steps: int
-    guidance: float
-    image_steps: int
-    image_guidance: float
-    width: int | None
-    height: int | None
-    tta: bool
-    decode_chunk_size: int
-    format: str | None
-    quality: int | None
-    lossless: bool | None
-    alpha_mode: str
-    loop: int
-    preview: bool
-
-    def as_params(self) -> dict[str, Any]:
-        return asdict(self)
-
-
 def render_one(
     session: Any,
-    settings: GenerateSettings,
+    settings: RenderSettings,
     prompt: str,
     negative_prompt: str,
     seed: int,
