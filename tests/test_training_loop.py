@@ -274,5 +274,12 @@ def test_exported_weights_load_in_animate(dataset_dir: Path, tmp_path: Path) -> 
 def test_bad_settings_fail_before_training(dataset_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(UsageError, match=r"data\.frames"):
         train(tiny_config(dataset_dir, tmp_path / "a", "data.frames=40"), models=fresh_models())
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "broken.webm").write_bytes(b"nope")
+    with pytest.raises(UsageError, match=r"no usable RGBA clip: .*broken\.webm: unreadable"):
+        train(tiny_config(empty, tmp_path / "c"), models=fresh_models())
+    with pytest.raises(UsageError, match="validation"):
+        train(tiny_config(dataset_dir, tmp_path / "d", "validation.every=1", 'validation.format="mp4"'))
     with pytest.raises(UsageError, match="--resume"):
         train(tiny_config(dataset_dir, tmp_path / "b", f'checkpoint.resume="{tmp_path}"'))

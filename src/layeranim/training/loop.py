@@ -668,7 +668,15 @@ def train(
         if on_log is not None:
             on_log(record)
 
-    # 2. Where to start: a new run, or a checkpoint
+    # 2. Where to start: a new run, or a checkpoint (after checking what a late failure would waste)
+    if config.validation.every:
+        from layeranim import video_io
+
+        video_io.resolve_output_format(f"validation.{config.validation.format}")
+        if config.validation.image and not Path(config.validation.image).exists():
+            raise UsageError(
+                f"validation.image = {config.validation.image!r} does not exist; check the path."
+            )
     resume_from = resolve_resume(config.checkpoint.resume, output_dir)
     if config.checkpoint.resume == "latest" and resume_from is None:
         logger.info("--resume latest: %s has no checkpoint yet; starting a new run", output_dir)
@@ -708,6 +716,13 @@ def train(
         frame_stride=data_cfg.frame_stride,
         exclude=[output_dir] + ([cache.folder] if cache is not None else []),
     )
+    if not sources:
+        shown = "; ".join(skipped.lines()[:3]) or "the folder holds no clips"
+        more = f" (and {len(skipped) - 3} more)" if len(skipped) > 3 else ""
+        raise UsageError(
+            f"--data {data_cfg.path!r} has no usable RGBA clip: {shown}{more}. Give a folder of clips with "
+            "alpha, each at least data.frames long."
+        )
     dataset = ClipDataset(
         sources,
         frames=data_cfg.frames,
