@@ -212,6 +212,14 @@ def ifa_loss(
     return F.mse_loss(prediction[:, :, others].float(), target[:, :, others].float())
 
 
+def _finite(value: torch.Tensor | float | None) -> float | None:
+    """A plain float for logs, or None for nothing/inf/nan (JSON has no infinities)."""
+    if value is None:
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
 def learning_rate(step: int, optim: OptimConfig, max_steps: int) -> float:
     """Linear warmup to `learning_rate`, then constant or a cosine decay to `learning_rate * min_lr_ratio`."""
     if step < optim.warmup_steps:
@@ -852,7 +860,7 @@ def train(
                     "step": state.step,
                     "loss": mean_loss,
                     "lr": lr,
-                    "grad_norm": float(grad_norm) if grad_norm is not None else None,
+                    "grad_norm": _finite(grad_norm),  # None when not clipped, or inf (a skipped fp16 step)
                     "epoch": state.samples_seen / len(dataset),
                     "samples_seen": state.samples_seen,
                     "clips_per_s": clips_since / elapsed if elapsed > 0 else None,
