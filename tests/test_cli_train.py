@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import tomllib
+import torch
 from typer.testing import CliRunner
 
 from layeranim.cli import app
@@ -17,9 +18,17 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module", autouse=True)
 def _layeranim_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The tiny preset is built once, in a temporary LAYERANIM_HOME; torch runs on one thread.
+
+    One thread: the tiny models gain nothing from two, and on a busy machine OpenMP's spinning barriers
+    make two threads up to 100× slower.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("LAYERANIM_HOME", str(tmp_path_factory.mktemp("home")))
         yield
+    torch.set_num_threads(threads)
 
 
 def invoke(*args: str) -> object:
