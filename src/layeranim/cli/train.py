@@ -25,7 +25,7 @@ _CONFIG = "Config"
     "  layeranim dataset synth clips/ && layeranim train --preset tiny --data clips/ --output runs/tiny\n\n"
     "  layeranim train examples/train_tiny.toml --set optim.learning_rate=5e-4 --max-steps 200\n\n"
     "  layeranim train my.toml --resume latest          (continue after a crash)\n\n"
-    "  accelerate launch --num_processes 4 -m layeranim train my.toml   (4 GPUs, data-parallel)\n\n"
+    "  accelerate launch --multi_gpu --num_processes 4 -m layeranim train my.toml   (4 GPUs)\n\n"
     "  layeranim train --preset sd15 --print-config > my.toml         (a config to edit)",
 )
 def train_command(
