@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -23,6 +24,9 @@ from layeranim.pipelines.layeranimate import LayerAnimatePipeline, MotionUNet, b
 from layeranim.pipelines.layerdiffuse import LayerDiffusePipeline
 
 logger = logging.getLogger(__name__)
+
+OFFLOAD_MODES = ("none", "model", "sequential")
+PipelineT = TypeVar("PipelineT", LayerDiffusePipeline, LayerAnimatePipeline)
 
 StageProgress = Callable[[str, str, int, int], None]
 """progress(stage, phase, done, total): stage "image" or "video"; phase "denoise" or "decode"."""
@@ -51,15 +55,31 @@ class RenderSession:
     dtype: torch.dtype
     scheduler: str = DEFAULT_SCHEDULER
     ifa_weights: Path | None = None
+    offload: str = "none"  # none | model | sequential (accelerate's CPU-offload hooks)
+    will_animate: bool = False  # stage two follows stage one (generate): build its UNet before offloading
     load_seconds: dict[str, float] = field(default_factory=dict)
     _components: Components | None = None
     _motion: MotionUNet | None = None
+
+    def __post_init__(self) -> None:
+        if self.offload not in OFFLOAD_MODES:
+            raise UsageError(f"--offload {self.offload!r} is not one of {', '.join(OFFLOAD_MODES)}.")
+        if self.offload != "none" and self.device.type not in ("cuda", "xpu"):
+            raise UsageError(
+                f"--offload {self.offload} keeps weights on the CPU and moves them to an accelerator when "
+                f"needed; with --device {self.device.type} there is nothing to offload to. Drop --offload."
+            )
+
+    @property
+    def load_device(self) -> torch.device:
+        """Offloaded models start on the CPU; accelerate's hooks move them to the accelerator when used."""
+        return torch.device("cpu") if self.offload != "none" else self.device
 
     @property
     def components(self) -> Components:
         if self._components is None:
             start = time.perf_counter()
-            self._components = load_components(self.spec, device=self.device, dtype=self.dtype)
+            self._components = load_components(self.spec, device=self.load_device, dtype=self.dtype)
             self.load_seconds["load_models"] = time.perf_counter() - start
         return self._components
 
@@ -78,7 +98,7 @@ class RenderSession:
                 ref if ref is not None else _default_adapter(self.spec), dtype=self.dtype
             )
             self._motion = build_motion_unet(c.unet, adapter, c.layerdiffuse_processors, self.ifa_weights)
-            self._motion.unet.to(self.device)
+            self._motion.unet.to(self.load_device)
             self.load_seconds["load_motion"] = time.perf_counter() - start
             if self._motion.ifa_metadata is None:
                 logger.warning(
@@ -94,30 +114,47 @@ class RenderSession:
             out["ifa_weights"] = str(self.ifa_weights)
         return out
 
+    def _offloaded(self, pipe: PipelineT) -> PipelineT:
+        """Apply the offload mode. Called for every new pipeline: the two stages share the VAE, the text
+        encoder and the transparency models, so their hooks are (re)installed for the stage about to run."""
+        if self.offload == "model":
+            pipe.enable_model_cpu_offload(device=self.device)
+        elif self.offload == "sequential":
+            pipe.enable_sequential_cpu_offload(device=self.device)
+        return pipe
+
     def stage_one(self) -> LayerDiffusePipeline:
         c = self.components
-        return LayerDiffusePipeline(
-            vae=c.vae,
-            text_encoder=c.text_encoder,
-            tokenizer=c.tokenizer,
-            unet=c.unet,
-            scheduler=make_scheduler(self.scheduler, c.scheduler.config),
-            transparent_decoder=c.transparent_decoder,
-            transparent_encoder=c.transparent_encoder,
-            text_encoder_2=c.text_encoder_2,
-            tokenizer_2=c.tokenizer_2,
+        if self.offload == "sequential" and self.will_animate:
+            # Sequential offload leaves the UNet's weights on the meta device between calls, where
+            # from_unet2d could not copy them: build the motion UNet first.
+            _ = self.motion
+        return self._offloaded(
+            LayerDiffusePipeline(
+                vae=c.vae,
+                text_encoder=c.text_encoder,
+                tokenizer=c.tokenizer,
+                unet=c.unet,
+                scheduler=make_scheduler(self.scheduler, c.scheduler.config),
+                transparent_decoder=c.transparent_decoder,
+                transparent_encoder=c.transparent_encoder,
+                text_encoder_2=c.text_encoder_2,
+                tokenizer_2=c.tokenizer_2,
+            )
         )
 
     def stage_two(self) -> LayerAnimatePipeline:
         c = self.components
-        return LayerAnimatePipeline(
-            vae=c.vae,
-            text_encoder=c.text_encoder,
-            tokenizer=c.tokenizer,
-            unet=self.motion.unet,
-            scheduler=make_scheduler(self.scheduler, c.scheduler.config),
-            transparent_decoder=c.transparent_decoder,
-            transparent_encoder=c.transparent_encoder,
+        return self._offloaded(
+            LayerAnimatePipeline(
+                vae=c.vae,
+                text_encoder=c.text_encoder,
+                tokenizer=c.tokenizer,
+                unet=self.motion.unet,
+                scheduler=make_scheduler(self.scheduler, c.scheduler.config),
+                transparent_decoder=c.transparent_decoder,
+                transparent_encoder=c.transparent_encoder,
+            )
         )
 
     def image(

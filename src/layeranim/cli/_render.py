@@ -40,6 +40,14 @@ IfaWeightsOpt = Annotated[
         exists=False,
     ),
 ]
+OffloadOpt = Annotated[
+    str,
+    typer.Option(
+        "--offload",
+        help="Fit smaller GPUs: 'model' keeps each model on the CPU until it runs (little slower), "
+        "'sequential' streams weights layer by layer (least memory, much slower). Default none.",
+    ),
+]
 DecodeChunkOpt = Annotated[
     int, typer.Option("--decode-chunk-size", help="Frames decoded at once (lower it to save memory).", min=1)
 ]

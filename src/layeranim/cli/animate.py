@@ -48,6 +48,7 @@ from layeranim.cli._render import (
     FastDecodeOpt,
     FramesOpt,
     IfaWeightsOpt,
+    OffloadOpt,
     RenderSettings,
     SchedulerOpt,
     VideoFpsOpt,
@@ -121,6 +122,7 @@ def animate(
     transparent_decoder: TransparentDecoderOpt = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
+    offload: OffloadOpt = "none",
     format: FormatOpt = None,
     quality: QualityOpt = None,
     lossless: LosslessOpt = None,
@@ -163,6 +165,7 @@ def animate(
         select_dtype(torch_device, dtype),
         scheduler=scheduler,
         ifa_weights=check_ifa_weights(ifa_weights),
+        offload=offload,
     )
     settings = RenderSettings(
         steps=steps,

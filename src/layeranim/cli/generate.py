@@ -47,6 +47,7 @@ from layeranim.cli._render import (
     FastDecodeOpt,
     FramesOpt,
     IfaWeightsOpt,
+    OffloadOpt,
     RenderSettings,
     SchedulerOpt,
     VideoFpsOpt,
@@ -121,6 +122,7 @@ def generate(
     transparent_decoder: TransparentDecoderOpt = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
+    offload: OffloadOpt = "none",
     format: FormatOpt = None,
     quality: QualityOpt = None,
     lossless: LosslessOpt = None,
@@ -170,6 +172,8 @@ def generate(
         select_dtype(torch_device, dtype),
         scheduler=scheduler,
         ifa_weights=check_ifa_weights(ifa_weights),
+        offload=offload,
+        will_animate=True,
     )
     settings = RenderSettings(
         steps=steps,

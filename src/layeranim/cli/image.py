@@ -27,6 +27,7 @@ from layeranim.cli._model_options import (
 )
 from layeranim.cli._render import (
     FastDecodeOpt,
+    OffloadOpt,
     SchedulerOpt,
     latent_sidecar_path,
     make_parent_dir,
@@ -72,6 +73,7 @@ def image(
     transparent_decoder: TransparentDecoderOpt = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
+    offload: OffloadOpt = "none",
     overwrite: OverwriteOpt = False,
     json_output: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -103,7 +105,9 @@ def image(
         transparent_decoder=transparent_decoder,
     )
     torch_device = select_device(device)
-    session = RenderSession(spec, torch_device, select_dtype(torch_device, dtype), scheduler=scheduler)
+    session = RenderSession(
+        spec, torch_device, select_dtype(torch_device, dtype), scheduler=scheduler, offload=offload
+    )
 
     # 2. Render.
     quiet_third_party_logs()
