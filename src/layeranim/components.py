@@ -265,6 +265,20 @@ def _load(what: str, folder: Path, loader: Any) -> Any:
 
 
 def _check_diffusers_folder(folder: Path, family: str) -> None:
+    # The UNet config says which family the folder holds: fail before loading the wrong one.
+    unet_config = folder / "unet" / "config.json"
+    if unet_config.is_file():
+        unet_is_sdxl = _read_json(unet_config).get("addition_embed_type") == "text_time"
+        if unet_is_sdxl and family != "sdxl":
+            raise UsageError(
+                f"--model {folder} is an SDXL model (its UNet takes SDXL's text_time conditioning); "
+                "pass --family sdxl."
+            )
+        if family == "sdxl" and not unet_is_sdxl:
+            raise UsageError(
+                f"--model {folder} is not an SDXL model (its UNet has no text_time conditioning); pass "
+                "--family sd15 for an SD1.5 model, or give an SDXL base folder."
+            )
     needed = ["unet", "vae", "text_encoder", "tokenizer", "scheduler"]
     if family == "sdxl":
         needed += ["text_encoder_2", "tokenizer_2"]
@@ -274,6 +288,16 @@ def _check_diffusers_folder(folder: Path, family: str) -> None:
             f"--model {folder} is not a diffusers {family} folder (missing {', '.join(missing)}/); give a "
             "diffusers repository folder or one .safetensors/.ckpt checkpoint file."
         )
+
+
+def _read_json(file: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(file.read_text())
+    except (OSError, ValueError) as exc:
+        raise WeightsError(f"cannot read {file}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise WeightsError(f"{file} is not a JSON object; is the model folder complete?")
+    return data
 
 
 def _load_scheduler(folder: Path) -> Any:

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 import torch
 from transformers import CLIPTextModel, CLIPTokenizer
 
+from layeranim.errors import UsageError
+
 
 @dataclass
 class PromptEmbeddings:
@@ -60,16 +62,19 @@ def encode_prompt_sdxl(
     """SDXL conditioning: penultimate hidden states of both encoders, concatenated; pooled from encoder 2."""
     texts = (negative_prompts + prompts) if guidance else prompts
     hidden: list[torch.Tensor] = []
-    pooled: torch.Tensor | None = None
     for tokenizer, encoder in zip(tokenizers, text_encoders, strict=True):
         out = encoder(_token_ids(tokenizer, texts, device), output_hidden_states=True)
         hidden.append(out.hidden_states[-2])
-        pooled = out[0]  # the last encoder (CLIPTextModelWithProjection) gives text_embeds first
+    pooled = getattr(out, "text_embeds", None)  # projected EOS state of text_encoder_2
+    if pooled is None:
+        raise UsageError(
+            f"text_encoder_2 is a {type(text_encoders[-1]).__name__}; SDXL needs a "
+            "CLIPTextModelWithProjection there (its pooled, projected output conditions the UNet)."
+        )
     embeds = torch.cat(hidden, dim=-1)
     # SDXL zeroes the unconditional embeddings for an empty negative prompt (force_zeros_for_empty_prompt).
     if guidance and all(not n for n in negative_prompts):
         half = len(prompts)
         embeds[:half] = 0
-        if pooled is not None:
-            pooled[:half] = 0
+        pooled[:half] = 0
     return PromptEmbeddings(embeds_bnc=embeds, pooled_bc=pooled)

@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save_file
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from layeranim import __version__
-from layeranim.errors import UsageError, VideoReadError
+from layeranim.errors import UsageError, VideoReadError, WeightsError
 from layeranim.models.transparent_vae import (
     TransparentVAEDecoder,
     TransparentVAEEncoder,
@@ -61,6 +61,26 @@ def as_list(text: str | list[str] | None, n: int) -> list[str]:
     if len(text) != n:
         raise UsageError(f"negative_prompt has {len(text)} entries for {n} prompts; give one per prompt.")
     return list(text)
+
+
+def check_sdxl_conditioning(unet_config: Any, text: PromptEmbeddings, *, num_time_ids: int) -> None:
+    """Refuse text encoders and a UNet that do not fit together, before the UNet fails on a matmul."""
+    context = int(text.embeds_bnc.shape[-1])
+    if context != unet_config.cross_attention_dim:
+        raise WeightsError(
+            f"the two text encoders give {context}-wide embeddings but the SDXL UNet's "
+            f"cross_attention_dim is {unet_config.cross_attention_dim}; load the UNet and both text "
+            "encoders from the same SDXL base."
+        )
+    pooled = int(text.pooled_bc.shape[-1]) if text.pooled_bc is not None else 0
+    time_features = unet_config.addition_time_embed_dim * num_time_ids
+    given, expected = time_features + pooled, unet_config.projection_class_embeddings_input_dim
+    if given != expected:
+        raise WeightsError(
+            f"the SDXL UNet's added conditioning takes {expected} features, but {num_time_ids} size ids "
+            f"({time_features}) plus text_encoder_2's pooled output ({pooled}) give {given}; "
+            "use an SDXL base UNet (not the refiner) with its own text_encoder_2."
+        )
 
 
 class LayerDiffusePipeline(DiffusionPipeline):
@@ -165,7 +185,9 @@ class LayerDiffusePipeline(DiffusionPipeline):
         if self.is_sdxl:
             if text.pooled_bc is None:
                 raise ValueError("SDXL prompt encoding returned no pooled embeddings")
+            # SDXL's micro-conditioning: original size, crop top-left, target size (no crop, no resize).
             time_ids = torch.tensor([[height, width, 0, 0, height, width]], device=device, dtype=dtype)
+            check_sdxl_conditioning(self.unet.config, text, num_time_ids=time_ids.shape[1])
             added_cond = {
                 "text_embeds": text.pooled_bc.to(dtype),
                 "time_ids": time_ids.repeat(text.embeds_bnc.shape[0], 1),
