@@ -192,11 +192,14 @@ def logged_warnings() -> Iterator[list[logging.LogRecord]]:
     """Warnings logged by diffusers (whose library logger does not propagate to the root) or layeranim."""
     handler = RecordingHandler()
     loggers = [logging.getLogger("diffusers"), logging.getLogger("layeranim")]
+    levels = [logger.level for logger in loggers]
     for logger in loggers:
         logger.addHandler(handler)
+        logger.setLevel(logging.WARNING)  # the CLI quiets diffusers; tests in the same process must not care
     yield handler.records
-    for logger in loggers:
+    for logger, level in zip(loggers, levels, strict=True):
         logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 # ------------------------------------------------------------------------------------------------
