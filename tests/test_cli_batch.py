@@ -33,7 +33,19 @@ if "--prompts" not in _generate_options():
     pytest.skip("generate has no --prompts batch mode yet", allow_module_level=True)
 
 REPO = Path(__file__).resolve().parents[1]
-FAST = ["--preset", "tiny", "--steps", "2", "--image-steps", "2", "--frames", "4", "--seed", "1"]
+FAST = [
+    "--preset",
+    "tiny",
+    "--steps",
+    "2",
+    "--image-steps",
+    "2",
+    "--frames",
+    "4",
+    "--seed",
+    "1",
+    "--fast-decode",
+]
 BAD_FRAMES = 99  # beyond the tiny motion module's window: that item fails, the others render
 
 
@@ -134,7 +146,7 @@ def run_script(command: list[str], home: Path, **env: str) -> subprocess.Complet
 @needs_bash
 def test_batch_render_example(layeranim_home: Path, tmp_path: Path) -> None:
     out = tmp_path / "renders"
-    extra = ["--steps", "2", "--image-steps", "2", "--frames", "4"]
+    extra = ["--steps", "2", "--image-steps", "2", "--frames", "4", "--fast-decode"]
     done = run_script(["bash", "examples/batch_render.sh", str(out), *extra], layeranim_home)
     assert done.returncode == 0, done.stderr
     prompts = [item.prompt for item in read_batch_file(REPO / "examples" / "prompts.txt")]
@@ -165,7 +177,13 @@ def test_ci_example_render_step(layeranim_home: Path, tmp_path: Path) -> None:
             .replace("batch_render.sh renders", f"batch_render.sh {out}")
         )
         done = run_script(
-            ["bash", "-euo", "pipefail", "-c", f"{command} --steps 2 --image-steps 2 --frames 4"],
+            [
+                "bash",
+                "-euo",
+                "pipefail",
+                "-c",
+                f"{command} --steps 2 --image-steps 2 --frames 4 --fast-decode",
+            ],
             layeranim_home,
             **env,
         )
