@@ -12,6 +12,6 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # machine's two cores are shared (measured: up to 100× slower). Subprocesses inherit the variable.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import torch  # noqa: E402  (after the environment above)
+import torch  # after the environment above
 
 torch.set_num_threads(1)
