@@ -102,9 +102,7 @@ def test_generate_middle_frame_is_the_stage_one_image_and_seed_repeats(
     for run in ("a", "b"):
         out, still = tmp_path / f"{run}.mkv", tmp_path / f"{run}.png"  # lossless FFV1 to compare pixels
         args = ["generate", "lower newer", "-o", str(out), "--frames", "3", "--save-image", str(still)]
-        result = runner.invoke(
-            app, [*args, "--image-steps", "2", "--preset", "tiny", "--steps", "2", "--seed", "3"]
-        )
+        result = runner.invoke(app, [*args, "--image-steps", "2", *FAST])
         assert result.exit_code == 0, result.stderr
         clip = video_io.read_video(out).rgba_fhwc_uint8
         assert clip.shape == (3, 64, 64, 4)
