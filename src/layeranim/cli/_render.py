@@ -199,3 +199,32 @@ class RenderSettings:
 
     def as_params(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def build_session(
+    *,
+    device: str,
+    dtype: str,
+    scheduler: str,
+    offload: str,
+    ifa_weights: Path | None = None,
+    will_animate: bool = False,
+    **weights: str | None,
+) -> Any:
+    """The run's `RenderSession` from the shared options; `weights` are model_spec_from_options' keywords."""
+    from layeranim.cli._model_options import model_spec_from_options
+    from layeranim.devices import select_device, select_dtype
+    from layeranim.session import RenderSession
+
+    checked_ifa = check_ifa_weights(ifa_weights)
+    torch_device = select_device(device)
+    torch_dtype = select_dtype(torch_device, dtype)
+    return RenderSession(
+        model_spec_from_options(**weights),  # type: ignore[arg-type]
+        torch_device,
+        torch_dtype,
+        scheduler=scheduler,
+        ifa_weights=checked_ifa,
+        offload=offload,
+        will_animate=will_animate,
+    )

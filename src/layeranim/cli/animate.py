@@ -41,7 +41,6 @@ from layeranim.cli._model_options import (
     TransparentDecoderOpt,
     TransparentEncoderOpt,
     WidthOpt,
-    model_spec_from_options,
 )
 from layeranim.cli._render import (
     DecodeChunkOpt,
@@ -52,7 +51,7 @@ from layeranim.cli._render import (
     RenderSettings,
     SchedulerOpt,
     VideoFpsOpt,
-    check_ifa_weights,
+    build_session,
     check_preview_target,
     latent_sidecar_path,
     make_parent_dir,
@@ -134,8 +133,6 @@ def animate(
     quiet: QuietOpt = False,
 ) -> None:
     """Animate a transparent image into a transparent video (stage two: AnimateDiff + IFA)."""
-    from layeranim.devices import select_device, select_dtype
-    from layeranim.session import RenderSession
     from layeranim.video_io import check_output
 
     # 1. Validate everything before loading a model.
@@ -149,7 +146,7 @@ def animate(
         make_parent_dir(output)
         check_output(output, format=format, overwrite=overwrite)
         check_preview_target(output, preview, overwrite)
-    spec = model_spec_from_options(
+    session = build_session(
         preset=preset,
         family=family,
         model=model,
@@ -157,15 +154,11 @@ def animate(
         transparent_encoder=transparent_encoder,
         transparent_decoder=transparent_decoder,
         motion_adapter=motion_adapter,
-    )
-    torch_device = select_device(device)
-    session = RenderSession(
-        spec,
-        torch_device,
-        select_dtype(torch_device, dtype),
+        device=device,
+        dtype=dtype,
         scheduler=scheduler,
-        ifa_weights=check_ifa_weights(ifa_weights),
         offload=offload,
+        ifa_weights=ifa_weights,
     )
     settings = RenderSettings(
         steps=steps,

@@ -40,7 +40,6 @@ from layeranim.cli._model_options import (
     TransparentDecoderOpt,
     TransparentEncoderOpt,
     WidthOpt,
-    model_spec_from_options,
 )
 from layeranim.cli._render import (
     DecodeChunkOpt,
@@ -51,7 +50,7 @@ from layeranim.cli._render import (
     RenderSettings,
     SchedulerOpt,
     VideoFpsOpt,
-    check_ifa_weights,
+    build_session,
     check_preview_target,
     make_parent_dir,
     quiet_third_party_logs,
@@ -134,8 +133,6 @@ def generate(
     quiet: QuietOpt = False,
 ) -> None:
     """Generate a transparent video from text: a LayerDiffuse image, then AnimateDiff + IFA."""
-    from layeranim.devices import select_device, select_dtype
-    from layeranim.session import RenderSession
     from layeranim.video_io import check_output
 
     # 1. Validate everything before loading a model.
@@ -156,7 +153,7 @@ def generate(
             raise OutputExistsError(
                 f"--save-image {str(save_image)!r} exists; pass --overwrite to replace it."
             )
-    spec = model_spec_from_options(
+    session = build_session(
         preset=preset,
         family=family,
         model=model,
@@ -164,15 +161,11 @@ def generate(
         transparent_encoder=transparent_encoder,
         transparent_decoder=transparent_decoder,
         motion_adapter=motion_adapter,
-    )
-    torch_device = select_device(device)
-    session = RenderSession(
-        spec,
-        torch_device,
-        select_dtype(torch_device, dtype),
+        device=device,
+        dtype=dtype,
         scheduler=scheduler,
-        ifa_weights=check_ifa_weights(ifa_weights),
         offload=offload,
+        ifa_weights=ifa_weights,
         will_animate=True,
     )
     settings = RenderSettings(

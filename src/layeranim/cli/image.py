@@ -23,12 +23,12 @@ from layeranim.cli._model_options import (
     TransparentDecoderOpt,
     TransparentEncoderOpt,
     WidthOpt,
-    model_spec_from_options,
 )
 from layeranim.cli._render import (
     FastDecodeOpt,
     OffloadOpt,
     SchedulerOpt,
+    build_session,
     latent_sidecar_path,
     make_parent_dir,
     quiet_third_party_logs,
@@ -79,9 +79,7 @@ def image(
     quiet: QuietOpt = False,
 ) -> None:
     """Generate one transparent image with LayerDiffuse (stage one)."""
-    from layeranim.devices import select_device, select_dtype
     from layeranim.pipelines.layerdiffuse import save_adjusted_latent
-    from layeranim.session import RenderSession
     from layeranim.video_io import write_image
 
     # 1. Validate everything before loading a model.
@@ -96,17 +94,17 @@ def image(
         if target is not None and target.exists() and not overwrite:
             raise OutputExistsError(f"output {str(target)!r} exists; pass --overwrite to replace it.")
     run_seed = resolve_seed(seed)
-    spec = model_spec_from_options(
+    session = build_session(
         preset=preset,
         family=family,
         model=model,
         transparent_attn=transparent_attn,
         transparent_encoder=transparent_encoder,
         transparent_decoder=transparent_decoder,
-    )
-    torch_device = select_device(device)
-    session = RenderSession(
-        spec, torch_device, select_dtype(torch_device, dtype), scheduler=scheduler, offload=offload
+        device=device,
+        dtype=dtype,
+        scheduler=scheduler,
+        offload=offload,
     )
 
     # 2. Render.
@@ -137,7 +135,7 @@ def image(
                 "image": output.name,
                 "image_sha256": rgba_digest(result.rgba_hwc_uint8),
                 "tta": not fast_decode,
-                "family": spec.family,
+                "family": session.spec.family,
             },
         )
     height_px, width_px = result.rgba_hwc_uint8.shape[:2]
