@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
-from layeranim.cli._common import console, error_line, note, print_json
+from layeranim.cli._common import console, error_line, note, print_json, progress_enabled
 
 ShardOpt = Annotated[
     str | None,
@@ -119,7 +119,8 @@ def run_cli_batch(
         return batch.RenderResult(job.output, manifest)
 
     def on_start(job: batch.BatchJob, position: int, total: int) -> None:
-        note(f"[{position + 1}/{total}] {job.item.label}: {job.item.prompt}", quiet)
+        if progress_enabled(quiet):  # progress, like the bars: only on a terminal
+            note(f"[{position + 1}/{total}] {job.item.label}: {job.item.prompt}")
 
     def on_result(result: batch.ItemResult) -> None:
         if json_output:
