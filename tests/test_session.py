@@ -57,3 +57,9 @@ def test_models_load_once_per_session(tiny: ModelSpec, monkeypatch: pytest.Monke
         session.image("x", seed=seed, steps=1, guidance=1.0, tta=False)
     assert len(loads) == 1
     assert "load_models" in session.load_seconds
+
+
+def test_stage_two_refuses_sdxl_before_loading_anything() -> None:
+    spec = ModelSpec(family="sdxl", base="/nonexistent/sdxl")
+    with pytest.raises(UsageError, match="--family sdxl"):
+        RenderSession(spec, torch.device("cpu"), torch.float32, will_animate=True)

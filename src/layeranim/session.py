@@ -26,6 +26,10 @@ from layeranim.pipelines.layerdiffuse import LayerDiffusePipeline
 logger = logging.getLogger(__name__)
 
 OFFLOAD_MODES = ("none", "model", "sequential")
+_SD15_ONLY = (
+    "--family {family}: stage two (animate/generate) runs on SD1.5 AnimateDiff motion modules; use "
+    "--family sd15 (stage one, `layeranim image`, supports sdxl)."
+)
 PipelineT = TypeVar("PipelineT", LayerDiffusePipeline, LayerAnimatePipeline)
 
 StageProgress = Callable[[str, str, int, int], None]
@@ -56,12 +60,16 @@ class RenderSession:
     scheduler: str = DEFAULT_SCHEDULER
     ifa_weights: Path | None = None
     offload: str = "none"  # none | model | sequential (accelerate's CPU-offload hooks)
-    will_animate: bool = False  # stage two follows stage one (generate): build its UNet before offloading
+    will_animate: bool = (
+        False  # stage two will run (animate, generate): checked early, built before offloading
+    )
     load_seconds: dict[str, float] = field(default_factory=dict)
     _components: Components | None = None
     _motion: MotionUNet | None = None
 
     def __post_init__(self) -> None:
+        if self.will_animate and self.spec.family != "sd15":
+            raise UsageError(_SD15_ONLY.format(family=self.spec.family))
         if self.offload not in OFFLOAD_MODES:
             raise UsageError(f"--offload {self.offload!r} is not one of {', '.join(OFFLOAD_MODES)}.")
         if self.offload != "none" and self.device.type not in ("cuda", "xpu"):
@@ -88,10 +96,7 @@ class RenderSession:
         if self._motion is None:
             c = self.components
             if c.family != "sd15":
-                raise UsageError(
-                    f"--family {c.family}: stage two (animate/generate) runs on SD1.5 AnimateDiff motion "
-                    "modules; use --family sd15 (stage one, `layeranim image`, supports sdxl)."
-                )
+                raise UsageError(_SD15_ONLY.format(family=c.family))
             start = time.perf_counter()
             ref = self.spec.motion_adapter
             adapter = load_motion_adapter(

@@ -159,6 +159,7 @@ def animate(
         scheduler=scheduler,
         offload=offload,
         ifa_weights=ifa_weights,
+        will_animate=True,
     )
     settings = RenderSettings(
         steps=steps,
