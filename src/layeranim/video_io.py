@@ -537,8 +537,10 @@ def _plan_encode(
         if quality is not None:
             raise UsageError("quality (CRF) and lossless exclude each other for VP9; pass only one.")
         options["lossless"] = "1"
-        # Alpha and the YUV planes are exact; RGB still passes through 4:2:0 chroma, so not bit-exact.
-        is_lossless = False
+        # Planar RGB + alpha (VP9 profile 1) so RGB is bit-exact too: 4:2:0 YUV would not be. libvpx asks
+        # for strict=experimental to accept it. FFmpeg and editors read it; not every browser does.
+        options["strict"] = "experimental"
+        pix_fmt, chroma_420, is_lossless = "gbrap", False, True
 
     if quality is not None:
         qspec = spec.quality
@@ -600,6 +602,8 @@ def _to_av_frame(rgba_hwc_uint8: np.ndarray, plan: _EncodePlan) -> av.VideoFrame
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgba_hwc_uint8), format="gbrap")
         matrix = "itu709" if plan.spec.matrix == "bt709" else "itu601"
         return frame.reformat(format=plan.pix_fmt, dst_colorspace=matrix, dst_color_range=_RANGE_TV)
+    if plan.pix_fmt == "gbrap":  # PyAV takes gbrap frames in R, G, B, A order
+        return av.VideoFrame.from_ndarray(np.ascontiguousarray(rgba_hwc_uint8), format="gbrap")
     if plan.pix_fmt == "bgra":
         return av.VideoFrame.from_ndarray(np.ascontiguousarray(rgba_hwc_uint8[..., [2, 1, 0, 3]]), "bgra")
     return av.VideoFrame.from_ndarray(np.ascontiguousarray(rgba_hwc_uint8), format="rgba")
@@ -1158,6 +1162,17 @@ def _gif_has_transparency(path: Path) -> bool:
     return False
 
 
+def _with_alpha_plane(pix_fmt: str) -> str:
+    """yuv420p → yuva420p, gbrp → gbrap: the pixel format of a VP8/VP9 stream plus its alpha plane."""
+    if pix_fmt.startswith(("yuva", "gbrap")):
+        return pix_fmt
+    if pix_fmt.startswith("gbrp"):
+        return "gbrap" + pix_fmt[4:]
+    if pix_fmt.startswith("yuv"):
+        return "yuva" + pix_fmt[3:]
+    return pix_fmt
+
+
 def _format_has_alpha(pix_fmt: str) -> bool:
     try:
         return any(component.is_alpha for component in av.VideoFormat(pix_fmt).components)
@@ -1214,8 +1229,8 @@ def _probe_av(path: Path) -> VideoInfo:
         if codec_name in ("vp8", "vp9"):
             # Alpha lives beside the colour stream: the container says so and the packets carry it.
             has_alpha = metadata.get("alpha_mode") == "1" and first_packet_has_alpha
-            if has_alpha:
-                pix_fmt = pix_fmt.replace("yuv", "yuva", 1) if not pix_fmt.startswith("yuva") else pix_fmt
+            if has_alpha:  # the native decoder reports the colour planes only: name the stored format
+                pix_fmt = _with_alpha_plane(pix_fmt)
         elif container_name == "gif":
             has_alpha = _gif_has_transparency(path)
         else:

@@ -203,7 +203,8 @@ LosslessOpt = Annotated[
     bool | None,
     typer.Option(
         "--lossless/--lossy",
-        help="Lossless VP9 (exact alpha) or lossy WebP; default: the format's own mode.",
+        help="Lossless VP9 (exact RGB and alpha, VP9 profile 1: FFmpeg and editors read it, not every "
+        "browser) or lossy WebP; default: the format's own mode.",
         show_default=False,
     ),
 ]
