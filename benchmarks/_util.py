@@ -20,9 +20,11 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
+
+ModelT = TypeVar("ModelT", bound=torch.nn.Module)
 
 # Benchmarks never reach the hub; set before diffusers/transformers are imported by the scripts.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -230,6 +232,13 @@ def build_motion_unet(
     finally:
         torch.set_default_dtype(previous_dtype)
     return unet.eval().requires_grad_(False)
+
+
+def to_device(model: ModelT, device: torch.device, dtype: torch.dtype) -> ModelT:
+    """Move a model to the device and dtype (a no-op cast is skipped), in eval mode without gradients."""
+    if dtype != next(model.parameters()).dtype:
+        model = model.to(dtype=dtype)
+    return model.to(device=device).eval().requires_grad_(False)
 
 
 @torch.no_grad()
