@@ -228,3 +228,12 @@ def test_animate_inputs_batch_reports_each_item(runner: CliRunner, tmp_path: Pat
     assert manifest["seed"] == lines[0]["seed"] and manifest["params"]["frames"] == 3
     rerun = runner.invoke(app, args)
     assert [json.loads(line)["status"] for line in rerun.stdout.splitlines()] == ["skipped", "failed"]
+
+
+def test_generate_png_sequence_folder_is_created_once(runner: CliRunner, tmp_path: Path) -> None:
+    out = tmp_path / "new" / "frames"
+    result = runner.invoke(
+        app, ["generate", "x", "-o", f"{out}/", "--frames", "3", "--image-steps", "1", *FAST]
+    )
+    assert result.exit_code == 0, result.stderr
+    assert sorted(p.suffix for p in out.iterdir()) == [".png"] * 3

@@ -167,11 +167,8 @@ def quiet_third_party_logs() -> None:
 def make_parent_dir(output: Path) -> None:
     """Generating commands create the output's folder (renders/…) as asset pipelines expect."""
     from layeranim.errors import LayerAnimError
-    from layeranim.video_io import is_sequence_path
 
-    folder = output if is_sequence_path(output) and not output.suffix else output.parent
-    if "%" in folder.name:
-        folder = folder.parent
+    folder = output.parent  # a PNG-sequence folder itself is made by the writer (atomically)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
