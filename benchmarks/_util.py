@@ -12,19 +12,18 @@ random weights — nothing is downloaded.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import os
 import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, NoReturn
 
 import torch
-
-ModelT = TypeVar("ModelT", bound=torch.nn.Module)
 
 # Benchmarks never reach the hub; set before diffusers/transformers are imported by the scripts.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -63,6 +62,22 @@ REDUCED_MOTION_UNET_CONFIG: dict[str, Any] = {
     "up_block_types": ("CrossAttnUpBlockMotion", "CrossAttnUpBlockMotion"),
     "sample_size": 32,
 }
+
+SD_VAE_CONFIG: dict[str, Any] = {  # stable-diffusion-v1-5/vae/config.json
+    "in_channels": 3,
+    "out_channels": 3,
+    "down_block_types": ("DownEncoderBlock2D",) * 4,
+    "up_block_types": ("UpDecoderBlock2D",) * 4,
+    "block_out_channels": (128, 256, 512, 512),
+    "layers_per_block": 2,
+    "latent_channels": 4,
+    "norm_num_groups": 32,
+    "sample_size": 512,
+    "scaling_factor": 0.18215,
+}
+QUARTER_VAE_CONFIG: dict[str, Any] = {**SD_VAE_CONFIG, "block_out_channels": (32, 64, 128, 128)}
+UNET1024_CONFIG: dict[str, Any] = {}  # TransparentVAEDecoder's defaults are the released UNet1024
+QUARTER_DECODER_CONFIG: dict[str, Any] = {"block_out_channels": (8, 8, 16, 32, 64, 128, 128)}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -190,10 +205,16 @@ def add_common_arguments(parser: argparse.ArgumentParser, repeats: int, warmup: 
     )
 
 
+def usage_error(message: str) -> NoReturn:
+    """`Error: …` on stderr and exit 2, like the layeranim CLI's usage errors."""
+    print(f"Error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
 def apply_threads(threads: int | None) -> None:
     if threads is not None:
         if threads < 1:
-            sys.exit(f"Error: --threads {threads}: use 1 or more.")
+            usage_error(f"--threads {threads}: use 1 or more.")
         torch.set_num_threads(threads)
 
 
@@ -203,7 +224,7 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        sys.exit(f"Error: --device {name}: CUDA is not available on this machine; use --device cpu.")
+        usage_error(f"--device {name}: CUDA is not available on this machine; use --device cpu.")
     return device
 
 
@@ -213,32 +234,48 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
         return torch.float16 if device.type == "cuda" else torch.float32
     dtypes = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
     if name not in dtypes:
-        sys.exit(f"Error: --dtype {name!r} is unknown; use auto, fp32, fp16 or bf16.")
+        usage_error(f"--dtype {name!r} is unknown; use auto, fp32, fp16 or bf16.")
     return dtypes[name]
+
+
+@contextlib.contextmanager
+def default_dtype(dtype: torch.dtype) -> Iterator[None]:
+    """Create parameters in `dtype` directly: no second full-size copy, no cast warnings."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
 
 
 def build_motion_unet(
     config: Mapping[str, Any], device: torch.device, dtype: torch.dtype, seed: int = 0
 ) -> torch.nn.Module:
-    """A random-weight `UNetMotionModel` from `config`, built directly on `device` (no fp32 CPU copy)."""
+    """A random-weight `UNetMotionModel` from `config`, built directly on `device` in `dtype`."""
     from diffusers import UNetMotionModel
 
     torch.manual_seed(seed)
-    previous_dtype = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)  # initialise in the target dtype: no second copy, no cast warnings
-    try:
-        with torch.device(device):
-            unet = UNetMotionModel(**config)
-    finally:
-        torch.set_default_dtype(previous_dtype)
+    with default_dtype(dtype), torch.device(device):
+        unet = UNetMotionModel(**config)
     return unet.eval().requires_grad_(False)
 
 
-def to_device(model: ModelT, device: torch.device, dtype: torch.dtype) -> ModelT:
-    """Move a model to the device and dtype (a no-op cast is skipped), in eval mode without gradients."""
-    if dtype != next(model.parameters()).dtype:
-        model = model.to(dtype=dtype)
-    return model.to(device=device).eval().requires_grad_(False)
+def build_decode_models(
+    vae_config: Mapping[str, Any], decoder_config: Mapping[str, Any], device: torch.device, dtype: torch.dtype
+) -> tuple[Any, Any]:
+    """Random-weight `AutoencoderKL` and `TransparentVAEDecoder` (its latent input non-zero, as released)."""
+    from diffusers import AutoencoderKL
+
+    from layeranim.models.transparent_vae import TransparentVAEDecoder
+
+    torch.manual_seed(0)
+    with default_dtype(dtype), torch.device(device):
+        vae = AutoencoderKL(**vae_config)
+        decoder = TransparentVAEDecoder(**decoder_config)
+    with torch.no_grad():
+        decoder.latent_conv_in.weight.normal_(std=0.02)
+    return vae.eval().requires_grad_(False), decoder.eval().requires_grad_(False)
 
 
 @torch.no_grad()

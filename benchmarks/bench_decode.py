@@ -18,12 +18,16 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from typing import Any
 
 import torch
 from _util import (
+    QUARTER_DECODER_CONFIG,
+    QUARTER_VAE_CONFIG,
+    SD_VAE_CONFIG,
+    UNET1024_CONFIG,
     add_common_arguments,
     apply_threads,
+    build_decode_models,
     compare,
     format_gib,
     peak_memory,
@@ -31,9 +35,7 @@ from _util import (
     print_table,
     resolve_device,
     resolve_dtype,
-    to_device,
 )
-from diffusers import AutoencoderKL
 
 from layeranim.models.transparent_vae import (
     TransparentVAEDecoder,
@@ -42,35 +44,7 @@ from layeranim.models.transparent_vae import (
     estimate_single_pass,
 )
 
-SD_VAE_CONFIG: dict[str, Any] = {  # stable-diffusion-v1-5/vae/config.json
-    "in_channels": 3,
-    "out_channels": 3,
-    "down_block_types": ("DownEncoderBlock2D",) * 4,
-    "up_block_types": ("UpDecoderBlock2D",) * 4,
-    "block_out_channels": (128, 256, 512, 512),
-    "layers_per_block": 2,
-    "latent_channels": 4,
-    "norm_num_groups": 32,
-    "sample_size": 512,
-    "scaling_factor": 0.18215,
-}
-QUARTER_VAE_CONFIG: dict[str, Any] = {**SD_VAE_CONFIG, "block_out_channels": (32, 64, 128, 128)}
-UNET1024_CONFIG: dict[str, Any] = {}  # TransparentVAEDecoder's defaults are the released UNet1024
-QUARTER_DECODER_CONFIG: dict[str, Any] = {"block_out_channels": (8, 8, 16, 32, 64, 128, 128)}
-
 DecoderEstimate = Callable[[TransparentVAEDecoder, torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-def build_models(
-    full: bool, device: torch.device, dtype: torch.dtype
-) -> tuple[AutoencoderKL, TransparentVAEDecoder]:
-    """Random-weight VAE and transparency decoder (with a non-zero latent input, like released weights)."""
-    torch.manual_seed(0)
-    vae = AutoencoderKL(**(SD_VAE_CONFIG if full else QUARTER_VAE_CONFIG))
-    decoder = TransparentVAEDecoder(**(UNET1024_CONFIG if full else QUARTER_DECODER_CONFIG))
-    with torch.no_grad():  # as in the released weights, the latent injection is not zero
-        decoder.latent_conv_in.weight.normal_(std=0.02)
-    return to_device(vae, device, dtype), to_device(decoder, device, dtype)
 
 
 def main() -> None:
@@ -107,7 +81,12 @@ def main() -> None:
         f"{args.warmup} warm-up and {args.repeats} interleaved timed runs per case",
     )
 
-    vae, decoder = build_models(args.full, device, dtype)
+    vae, decoder = build_decode_models(
+        SD_VAE_CONFIG if args.full else QUARTER_VAE_CONFIG,
+        UNET1024_CONFIG if args.full else QUARTER_DECODER_CONFIG,
+        device,
+        dtype,
+    )
     generator = torch.Generator().manual_seed(0)
     latents_raw_b4hw = torch.randn(frames, 4, latent, latent, generator=generator).to(
         device=device, dtype=dtype

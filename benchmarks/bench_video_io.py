@@ -20,9 +20,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _util import compare, print_header, print_table
+from _util import compare, print_header, print_table, usage_error
 
 from layeranim import video_io
+from layeranim.errors import LayerAnimError
 
 DEFAULT_FORMATS = ("webm", "webm-vp8", "mov", "mov-png", "mkv", "apng", "webp", "gif")
 FPS = 8.0
@@ -61,7 +62,10 @@ def main() -> None:
     args = parser.parse_args()
     formats = [name.strip() for name in args.formats.split(",") if name.strip()]
     for name in formats:
-        video_io.get_format(name)  # an unknown name fails here, before any work
+        try:
+            video_io.get_format(name)  # an unknown name fails here, before any work
+        except LayerAnimError as error:
+            usage_error(f"--formats: {error}")
 
     # GIF's 1-bit alpha warning would repeat on every write of the soft-edged clip; it is expected here.
     logging.getLogger(video_io.__name__).setLevel(logging.ERROR)
