@@ -60,7 +60,8 @@ def main() -> None:
         device,
         dtype,
         f"{shape}, {args.frames} frames, {latent}×{latent} latents ({latent * 8} px), batch {args.batch}, "
-        f"1 + {args.warmup} warm-up and {args.repeats} interleaved timed runs per case",
+        f"{1 + args.warmup} warm-up (the first checks that IFA changes the output) and "
+        f"{args.repeats} interleaved timed runs per case",
     )
 
     # 1. Baseline UNet and an identical copy with IFA (W_O' random, as if trained).
