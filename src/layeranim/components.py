@@ -14,8 +14,6 @@ import functools
 import json
 import logging
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +22,7 @@ import torch
 
 from layeranim import weights
 from layeranim.errors import StateDictMismatchError, UsageError, WeightsError
-from layeranim.presets import TINY_NOTICE, ensure_tiny_preset
+from layeranim.presets import TINY_NOTICE, ensure_tiny_preset, transformers_progress_bars_off
 
 logger = logging.getLogger(__name__)
 
@@ -127,22 +125,8 @@ def source_record(component: str, path: Path) -> dict[str, str]:
 
 def load_components(spec: ModelSpec, *, device: torch.device, dtype: torch.dtype) -> Components:
     """Load every stage-one model of `spec`, apply the LayerDiffuse UNet weights, freeze, move."""
-    with _transformers_progress_bars_off():
+    with transformers_progress_bars_off():
         return _load_components(spec, device=device, dtype=dtype)
-
-
-@contextmanager
-def _transformers_progress_bars_off() -> Iterator[None]:
-    """transformers draws a "Loading weights" bar on stderr for every model; the CLI owns stderr."""
-    from transformers.utils import logging as transformers_logging
-
-    was_enabled = transformers_logging.is_progress_bar_enabled()
-    transformers_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            transformers_logging.enable_progress_bar()
 
 
 def _load_components(spec: ModelSpec, *, device: torch.device, dtype: torch.dtype) -> Components:

@@ -157,7 +157,7 @@ def build_tiny_preset(folder: Path) -> None:
         feature_extractor=None,
         requires_safety_checker=False,
     )
-    with _transformers_progress_bars_off():
+    with transformers_progress_bars_off():
         pipeline.save_pretrained(folder / "base", safe_serialization=True)
 
     # 2. LayerDiffuse: the real SD1.5 transparent-attn key layout for this UNet, at a small rank.
@@ -198,8 +198,9 @@ def build_tiny_preset(folder: Path) -> None:
 
 
 @contextmanager
-def _transformers_progress_bars_off() -> Iterator[None]:
-    """transformers' save_pretrained draws a "Writing model shards" bar on stderr; not for a 2 s build."""
+def transformers_progress_bars_off() -> Iterator[None]:
+    """transformers draws progress bars on stderr ("Loading weights", "Writing model shards") for every
+    model; the CLI owns stderr, and none of these steps is long enough to need one."""
     from transformers.utils import logging as transformers_logging
 
     was_enabled = transformers_logging.is_progress_bar_enabled()

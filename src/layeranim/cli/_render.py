@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -12,7 +13,7 @@ from typing import Annotated, Any
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from layeranim.cli._common import console, progress_enabled
+from layeranim.cli._common import console, note, progress_enabled
 from layeranim.errors import UsageError
 
 FastDecodeOpt = Annotated[
@@ -100,33 +101,24 @@ def stage_progress(quiet: bool) -> Iterator[Callable[[str, str, int, int], None]
 
 
 def write_clip(
-    output: Path,
-    frames_fhwc_uint8: object,
-    fps: float,
-    *,
-    format: str | None,
-    quality: int | None,
-    lossless: bool | None,
-    alpha_mode: str,
-    loop: int,
-    overwrite: bool,
-    preview: bool,
-) -> dict[str, object]:
-    """Write a rendered clip (and its preview) through video_io; the probe of what was written, as a dict."""
+    output: Path, video: Any, fps: float, settings: RenderSettings, *, overwrite: bool, quiet: bool
+) -> tuple[dict[str, Any], float]:
+    """Write stage two's frames (and the preview) with the run's settings: (what was written, seconds)."""
     from layeranim.video_io import write_preview, write_video
 
+    start = time.perf_counter()
     info = write_video(
         output,
-        frames_fhwc_uint8,  # type: ignore[arg-type]
+        video.frames_fhwc_uint8,
         fps,
-        format=format,
-        quality=quality,
-        lossless=lossless,
-        alpha_mode=alpha_mode,  # type: ignore[arg-type]
-        loop=loop,
+        format=settings.format,
+        quality=settings.quality,
+        lossless=settings.lossless,
+        alpha_mode=settings.alpha_mode,  # type: ignore[arg-type]
+        loop=settings.loop,
         overwrite=overwrite,
     )
-    result: dict[str, object] = {
+    result: dict[str, Any] = {
         "output": str(info.path),
         "frames": info.frames,
         "fps": info.fps,
@@ -135,10 +127,13 @@ def write_clip(
         "format": info.format,
         "codec": info.codec,
         "alpha": info.has_alpha,
+        "middle_frame": video.middle_index,
     }
-    if preview:
-        result["preview"] = str(write_preview(output, frames_fhwc_uint8, fps, overwrite=overwrite))  # type: ignore[arg-type]
-    return result
+    if settings.preview:
+        result["preview"] = str(write_preview(output, video.frames_fhwc_uint8, fps, overwrite=overwrite))
+    if not info.has_alpha:
+        note("warning: the written file stores no alpha channel.", quiet)
+    return result, time.perf_counter() - start
 
 
 def check_preview_target(output: Path, preview: bool, overwrite: bool) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -280,23 +279,8 @@ def animate_one(
             decode_chunk_size=settings.decode_chunk_size,
             progress=progress,
         )
-    start = time.perf_counter()
-    result = write_clip(
-        output,
-        video.frames_fhwc_uint8,
-        fps,
-        format=settings.format,
-        quality=settings.quality,
-        lossless=settings.lossless,
-        alpha_mode=settings.alpha_mode,
-        loop=settings.loop,
-        overwrite=overwrite,
-        preview=settings.preview,
-    )
-    result["middle_frame"] = video.middle_index
-    if not result["alpha"]:
-        note("warning: the written file stores no alpha channel.", quiet)
-    return result, {"video": round(video.seconds, 3), "write": round(time.perf_counter() - start, 3)}
+    result, write_seconds = write_clip(output, video, fps, settings, overwrite=overwrite, quiet=quiet)
+    return result, {"video": round(video.seconds, 3), "write": round(write_seconds, 3)}
 
 
 def load_animation_input(

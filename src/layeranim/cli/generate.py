@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,7 +20,6 @@ from layeranim.cli._common import (
     QualityOpt,
     QuietOpt,
     app,
-    note,
     print_json,
 )
 from layeranim.cli._model_options import (
@@ -288,27 +286,12 @@ def render_one(
             decode_chunk_size=settings.decode_chunk_size,
             progress=progress,
         )
-    start = time.perf_counter()
-    result = write_clip(
-        output,
-        video.frames_fhwc_uint8,
-        fps,
-        format=settings.format,
-        quality=settings.quality,
-        lossless=settings.lossless,
-        alpha_mode=settings.alpha_mode,
-        loop=settings.loop,
-        overwrite=overwrite,
-        preview=settings.preview,
-    )
+    result, write_seconds = write_clip(output, video, fps, settings, overwrite=overwrite, quiet=quiet)
     if save_image is not None:
         result["image"] = str(write_image(save_image, still.rgba_hwc_uint8, overwrite=overwrite))
-    result["middle_frame"] = video.middle_index
-    if not result["alpha"]:
-        note("warning: the written file stores no alpha channel.", quiet)
     timings = {
         "image": round(still.seconds, 3),
         "video": round(video.seconds, 3),
-        "write": round(time.perf_counter() - start, 3),
+        "write": round(write_seconds, 3),
     }
     return result, timings
