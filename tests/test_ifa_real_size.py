@@ -1,4 +1,4 @@
-"""Inter-Frame Attention on the real SD1.5 + AnimateDiff v1-5-2 shape, built on the meta device (no memory)."""
+"""Inter-Frame Attention on the real SD1.5 + AnimateDiff v1-5-2 shape, built on the meta device."""
 
 from __future__ import annotations
 
