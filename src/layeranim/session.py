@@ -60,9 +60,10 @@ class RenderSession:
     scheduler: str = DEFAULT_SCHEDULER
     ifa_weights: Path | None = None
     offload: str = "none"  # none | model | sequential (accelerate's CPU-offload hooks)
-    will_animate: bool = (
-        False  # stage two will run (animate, generate): checked early, built before offloading
-    )
+    # Stage two will run (animate, generate): checked early, and built before any offloading.
+    will_animate: bool = False
+    # Stage one may run; False (animate) moves its UNet off the accelerator once stage two is built.
+    image_stage: bool = True
     load_seconds: dict[str, float] = field(default_factory=dict)
     _components: Components | None = None
     _motion: MotionUNet | None = None
@@ -104,6 +105,8 @@ class RenderSession:
             )
             self._motion = build_motion_unet(c.unet, adapter, c.layerdiffuse_processors, self.ifa_weights)
             self._motion.unet.to(self.load_device)
+            if not self.image_stage and self.device.type != "cpu":
+                c.unet.to("cpu")  # stage one will not run (animate): keep its UNet off the accelerator
             self.load_seconds["load_motion"] = time.perf_counter() - start
             if self._motion.ifa_metadata is None:
                 logger.warning(

@@ -201,6 +201,7 @@ def build_session(
     offload: str,
     ifa_weights: Path | None = None,
     will_animate: bool = False,
+    image_stage: bool = True,
     **weights: str | None,
 ) -> Any:
     """The run's `RenderSession` from the shared options; `weights` are model_spec_from_options' keywords."""
@@ -219,4 +220,5 @@ def build_session(
         ifa_weights=checked_ifa,
         offload=offload,
         will_animate=will_animate,
+        image_stage=image_stage,
     )

@@ -159,6 +159,7 @@ def animate(
         offload=offload,
         ifa_weights=ifa_weights,
         will_animate=True,
+        image_stage=False,
     )
     settings = RenderSettings(
         steps=steps,
