@@ -237,3 +237,30 @@ def test_generate_png_sequence_folder_is_created_once(runner: CliRunner, tmp_pat
     )
     assert result.exit_code == 0, result.stderr
     assert sorted(p.suffix for p in out.iterdir()) == [".png"] * 3
+
+
+def test_single_render_writes_a_manifest_on_request(runner: CliRunner, tmp_path: Path) -> None:
+    out = tmp_path / "one.webm"
+    args = [
+        "generate",
+        "a fox",
+        "-o",
+        str(out),
+        "--frames",
+        "3",
+        "--image-steps",
+        "1",
+        "--manifest",
+        "--json",
+    ]
+    result = runner.invoke(app, [*args, *FAST])
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    manifest = json.loads(Path(report["manifest"]).read_text())
+    assert report["manifest"] == f"{out}.json"
+    assert manifest["seed"] == 11 and manifest["item"]["prompt"] == "a fox"
+    assert manifest["params"]["frames"] == 3 and manifest["params"]["tta"] is False
+    assert {"image", "video", "write"} <= set(manifest["timings"])
+    assert manifest["resolved_sources"]
+    again = runner.invoke(app, [*args, *FAST])  # the manifest is an output too: never replaced silently
+    one_error_line(again, 2, "--overwrite")

@@ -28,6 +28,15 @@ ShardOpt = Annotated[
 RenderItem = Callable[[Any, dict[str, Any]], dict[str, float]]
 """render_item(job, params) -> timings: renders one job to job.output (overwrite=job.replace)."""
 
+ManifestOpt = Annotated[
+    bool,
+    typer.Option(
+        "--manifest",
+        help="Also write OUTPUT.json: every parameter, the seed, model sources, versions, device/dtype and "
+        "timings (batch mode always writes one per output).",
+    ),
+]
+
 DEFAULT_BATCH_SEED = 0  # a fixed base seed, so re-runs derive the same per-item seeds and skip finished work
 
 
@@ -137,3 +146,45 @@ def run_cli_batch(
         console.print(batch.summary_table(summary))
         note(f"{len(jobs)} item(s) in {time.perf_counter() - start:.1f} s", quiet)
     return summary.exit_code
+
+
+def check_manifest_target(output: Path, manifest: bool, overwrite: bool) -> None:
+    from layeranim.batch import manifest_path
+    from layeranim.errors import OutputExistsError
+
+    if manifest and manifest_path(output).exists() and not overwrite:
+        raise OutputExistsError(
+            f"manifest {str(manifest_path(output))!r} exists; pass --overwrite to replace it."
+        )
+
+
+def write_single_manifest(
+    *,
+    output: Path,
+    prompt: str,
+    negative_prompt: str,
+    seed: int,
+    image: Path | None,
+    params: dict[str, Any],
+    session: Any,
+    timings: dict[str, float],
+) -> Path:
+    """The manifest of a one-off render: the same sidecar a batch writes, for an item of one."""
+    from layeranim import batch
+    from layeranim.devices import dtype_name
+
+    item = batch.BatchItem(index=0, prompt=prompt, negative_prompt=negative_prompt, image=image)
+    manifest = batch.build_manifest(
+        item=item,
+        seed=seed,
+        params=params,
+        sources=spec_sources(session.spec, session.ifa_weights),
+        device=str(session.device),
+        dtype=dtype_name(session.dtype),
+        timings={**session.load_seconds, **timings},
+        output=output,
+    )
+    manifest["resolved_sources"] = session.sources
+    path = batch.manifest_path(output)
+    batch.write_manifest(path, manifest)
+    return path

@@ -8,7 +8,13 @@ from typing import Annotated, Any
 
 import typer
 
-from layeranim.cli._batch import ShardOpt, run_cli_batch
+from layeranim.cli._batch import (
+    ManifestOpt,
+    ShardOpt,
+    check_manifest_target,
+    run_cli_batch,
+    write_single_manifest,
+)
 from layeranim.cli._common import (
     AlphaModeChoice,
     AlphaModeOpt,
@@ -127,6 +133,7 @@ def animate(
     alpha_mode: AlphaModeOpt = AlphaModeChoice.straight,
     loop: LoopOpt = 0,
     preview: PreviewOpt = False,
+    manifest: ManifestOpt = False,
     overwrite: OverwriteOpt = False,
     json_output: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -145,6 +152,7 @@ def animate(
         make_parent_dir(output)
         check_output(output, format=format, overwrite=overwrite)
         check_preview_target(output, preview, overwrite)
+        check_manifest_target(output, manifest, overwrite)
     session = build_session(
         preset=preset,
         family=family,
@@ -178,10 +186,10 @@ def animate(
         preview=preview,
     )
     quiet_third_party_logs()
+    params = {**settings.as_params(), "scheduler": scheduler, "frames": frames, "fps": fps}
 
     # 2. Batch mode: plan, skip finished items, render the rest, report each.
     if inputs is not None:
-        params = {**settings.as_params(), "scheduler": scheduler, "frames": frames, "fps": fps}
 
         def render_item(job: Any, p: dict[str, Any]) -> dict[str, float]:
             negative = job.item.negative_prompt if job.item.negative_prompt is not None else negative_prompt
@@ -234,12 +242,26 @@ def animate(
         overwrite=overwrite,
         quiet=quiet,
     )
+    if manifest:
+        result["manifest"] = str(
+            write_single_manifest(
+                output=output,
+                prompt=prompt,
+                negative_prompt=negative_prompt,
+                seed=run_seed,
+                image=image,
+                params=params,
+                session=session,
+                timings=timings,
+            )
+        )
     if json_output:
         print_json({**result, "seed": run_seed, "input": source.origin, "seconds": timings})
     else:
         typer.echo(result["output"])
-        if preview:
-            typer.echo(result["preview"])
+        for key in ("preview", "manifest"):
+            if key in result:
+                typer.echo(result[key])
 
 
 @dataclass

@@ -7,7 +7,13 @@ from typing import Annotated, Any
 
 import typer
 
-from layeranim.cli._batch import ShardOpt, run_cli_batch
+from layeranim.cli._batch import (
+    ManifestOpt,
+    ShardOpt,
+    check_manifest_target,
+    run_cli_batch,
+    write_single_manifest,
+)
 from layeranim.cli._common import (
     AlphaModeChoice,
     AlphaModeOpt,
@@ -126,6 +132,7 @@ def generate(
     alpha_mode: AlphaModeOpt = AlphaModeChoice.straight,
     loop: LoopOpt = 0,
     preview: PreviewOpt = False,
+    manifest: ManifestOpt = False,
     overwrite: OverwriteOpt = False,
     json_output: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -144,6 +151,7 @@ def generate(
         make_parent_dir(output)
         check_output(output, format=format, overwrite=overwrite)
         check_preview_target(output, preview, overwrite)
+        check_manifest_target(output, manifest, overwrite)
     if save_image is not None:
         if save_image.suffix.lower() not in (".png", ".webp"):
             raise UnsupportedFormatError(f"--save-image {str(save_image)!r}: use a .png or .webp name.")
@@ -183,10 +191,10 @@ def generate(
         preview=preview,
     )
     quiet_third_party_logs()
+    params = {**settings.as_params(), "scheduler": scheduler, "frames": frames, "fps": fps}
 
     # 2. Batch mode: plan, skip finished items, render the rest, report each.
     if prompts is not None:
-        params = {**settings.as_params(), "scheduler": scheduler, "frames": frames, "fps": fps}
 
         def render_item(job: Any, p: dict[str, Any]) -> dict[str, float]:
             negative = job.item.negative_prompt if job.item.negative_prompt is not None else negative_prompt
@@ -236,11 +244,24 @@ def generate(
         quiet=quiet,
         save_image=save_image,
     )
+    if manifest:
+        result["manifest"] = str(
+            write_single_manifest(
+                output=output,
+                prompt=prompt,
+                negative_prompt=negative_prompt,
+                seed=run_seed,
+                image=None,
+                params=params,
+                session=session,
+                timings=timings,
+            )
+        )
     if json_output:
         print_json({**result, "seed": run_seed, "seconds": timings})
     else:
         typer.echo(result["output"])
-        for key in ("preview", "image"):
+        for key in ("preview", "image", "manifest"):
             if key in result:
                 typer.echo(result[key])
 
