@@ -188,3 +188,41 @@ def write_single_manifest(
     path = batch.manifest_path(output)
     batch.write_manifest(path, manifest)
     return path
+
+
+def report_single(
+    result: dict[str, Any],
+    *,
+    manifest: bool,
+    output: Path,
+    prompt: str,
+    negative_prompt: str,
+    seed: int,
+    image: Path | None,
+    params: dict[str, Any],
+    session: Any,
+    timings: dict[str, float],
+    json_output: bool,
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """End of a one-off render: the manifest if asked for, then the result on stdout (paths or JSON)."""
+    if manifest:
+        result["manifest"] = str(
+            write_single_manifest(
+                output=output,
+                prompt=prompt,
+                negative_prompt=negative_prompt,
+                seed=seed,
+                image=image,
+                params=params,
+                session=session,
+                timings=timings,
+            )
+        )
+    if json_output:
+        print_json({**result, "seed": seed, **(extra or {}), "seconds": timings})
+        return
+    typer.echo(result["output"])
+    for key in ("preview", "image", "manifest"):
+        if key in result:
+            typer.echo(result[key])

@@ -174,6 +174,7 @@ def make_parent_dir(output: Path) -> None:
 class RenderSettings:
     """The settings every item of a run shares (`image_*` only matter to `generate`)."""
 
+    scheduler: str
     steps: int
     guidance: float
     image_steps: int | None
@@ -189,8 +190,9 @@ class RenderSettings:
     loop: int
     preview: bool
 
-    def as_params(self) -> dict[str, Any]:
-        return asdict(self)
+    def params(self, frames: int, fps: float) -> dict[str, Any]:
+        """Everything that shapes an item's pixels and file (for manifests and render keys)."""
+        return {**asdict(self), "frames": frames, "fps": fps}
 
 
 def build_session(

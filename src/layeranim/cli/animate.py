@@ -12,8 +12,8 @@ from layeranim.cli._batch import (
     ManifestOpt,
     ShardOpt,
     check_manifest_target,
+    report_single,
     run_cli_batch,
-    write_single_manifest,
 )
 from layeranim.cli._common import (
     AlphaModeChoice,
@@ -28,7 +28,6 @@ from layeranim.cli._common import (
     QuietOpt,
     app,
     note,
-    print_json,
 )
 from layeranim.cli._model_options import (
     DeviceOpt,
@@ -170,6 +169,7 @@ def animate(
         image_stage=False,
     )
     settings = RenderSettings(
+        scheduler=scheduler,
         steps=steps,
         guidance=guidance,
         image_steps=None,
@@ -186,7 +186,7 @@ def animate(
         preview=preview,
     )
     quiet_third_party_logs()
-    params = {**settings.as_params(), "scheduler": scheduler, "frames": frames, "fps": fps}
+    params = settings.params(frames, fps)
 
     # 2. Batch mode: plan, skip finished items, render the rest, report each.
     if inputs is not None:
@@ -242,26 +242,20 @@ def animate(
         overwrite=overwrite,
         quiet=quiet,
     )
-    if manifest:
-        result["manifest"] = str(
-            write_single_manifest(
-                output=output,
-                prompt=prompt,
-                negative_prompt=negative_prompt,
-                seed=run_seed,
-                image=image,
-                params=params,
-                session=session,
-                timings=timings,
-            )
-        )
-    if json_output:
-        print_json({**result, "seed": run_seed, "input": source.origin, "seconds": timings})
-    else:
-        typer.echo(result["output"])
-        for key in ("preview", "manifest"):
-            if key in result:
-                typer.echo(result[key])
+    report_single(
+        result,
+        manifest=manifest,
+        output=output,
+        prompt=prompt,
+        negative_prompt=negative_prompt,
+        seed=run_seed,
+        image=image,
+        params=params,
+        session=session,
+        timings=timings,
+        json_output=json_output,
+        extra={"input": source.origin},
+    )
 
 
 @dataclass

@@ -11,8 +11,8 @@ from layeranim.cli._batch import (
     ManifestOpt,
     ShardOpt,
     check_manifest_target,
+    report_single,
     run_cli_batch,
-    write_single_manifest,
 )
 from layeranim.cli._common import (
     AlphaModeChoice,
@@ -26,7 +26,6 @@ from layeranim.cli._common import (
     QualityOpt,
     QuietOpt,
     app,
-    print_json,
 )
 from layeranim.cli._model_options import (
     DeviceOpt,
@@ -175,6 +174,7 @@ def generate(
         will_animate=True,
     )
     settings = RenderSettings(
+        scheduler=scheduler,
         steps=steps,
         guidance=guidance,
         image_steps=image_steps,
@@ -191,7 +191,7 @@ def generate(
         preview=preview,
     )
     quiet_third_party_logs()
-    params = {**settings.as_params(), "scheduler": scheduler, "frames": frames, "fps": fps}
+    params = settings.params(frames, fps)
 
     # 2. Batch mode: plan, skip finished items, render the rest, report each.
     if prompts is not None:
@@ -244,26 +244,19 @@ def generate(
         quiet=quiet,
         save_image=save_image,
     )
-    if manifest:
-        result["manifest"] = str(
-            write_single_manifest(
-                output=output,
-                prompt=prompt,
-                negative_prompt=negative_prompt,
-                seed=run_seed,
-                image=None,
-                params=params,
-                session=session,
-                timings=timings,
-            )
-        )
-    if json_output:
-        print_json({**result, "seed": run_seed, "seconds": timings})
-    else:
-        typer.echo(result["output"])
-        for key in ("preview", "image", "manifest"):
-            if key in result:
-                typer.echo(result[key])
+    report_single(
+        result,
+        manifest=manifest,
+        output=output,
+        prompt=prompt,
+        negative_prompt=negative_prompt,
+        seed=run_seed,
+        image=None,
+        params=params,
+        session=session,
+        timings=timings,
+        json_output=json_output,
+    )
 
 
 def render_one(
