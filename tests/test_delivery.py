@@ -192,7 +192,7 @@ def test_apple_target_fails_with_one_clear_error_and_no_files(tmp_path: Path) ->
         deliver(synthetic_clip(), "apple", tmp_path / "badge", 24)
     assert not isinstance(caught.value, UsageError) and caught.value.exit_code == 1
     message = str(caught.value)
-    assert "hevc_videotoolbox" in message and "--target web" in message and "--target premiere" in message
+    assert "hevc_videotoolbox" in message and "target 'web'" in message and "target 'premiere'" in message
     assert _files(tmp_path) == []
 
 

@@ -10,6 +10,7 @@ from layeranim.cli import generate as _generate  # noqa: F401  (registers `gener
 from layeranim.cli import image as _image  # noqa: F401  (registers `image`)
 from layeranim.cli import info as _info  # noqa: F401  (registers `info`)
 from layeranim.cli import models as _models  # noqa: F401  (registers `models list|download|path`)
+from layeranim.cli import preview as _preview  # noqa: F401  (registers `preview`)
 from layeranim.cli import train as _train  # noqa: F401  (registers `train`)
 from layeranim.cli._common import app, main
 

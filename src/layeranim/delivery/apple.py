@@ -19,8 +19,8 @@ from layeranim.errors import LayerAnimError
 
 ENCODER = "hevc_videotoolbox"
 ALTERNATIVES = (
-    "use --target web (VP9 WebM for Chromium/Firefox plus a stacked-alpha MP4 that Safari plays through "
-    "WebGL), --target premiere (ProRes 4444 .mov, which Apple's apps read), or run this on macOS"
+    "use target 'web' (VP9 WebM for Chromium/Firefox plus a stacked-alpha MP4 that Safari plays through "
+    "WebGL), target 'premiere' (ProRes 4444 .mov, which Apple's apps read), or run this on macOS"
 )
 
 
