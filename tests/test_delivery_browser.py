@@ -18,6 +18,7 @@ from _clips import HEIGHT, WIDTH, synthetic_clip
 from layeranim import alpha as alpha_ops
 from layeranim import video_io
 from layeranim.delivery import write_stacked_html
+from layeranim.delivery.web import write_web_html
 from layeranim.errors import OutputExistsError, UsageError
 
 PAGE_RGB = (32, 96, 160)
@@ -86,6 +87,27 @@ def test_stacked_page_plays_video_io_mp4_stacked(tmp_path: Path) -> None:
     page = write_stacked_html(video, tmp_path / "page.html", background=PAGE_CSS)
     pixels, dom = screenshot(page, width=320, height=240)
     assert _renderer(dom) == "svg-filter"
+    _check_composite(pixels, clip[0])
+
+
+@needs_chromium
+@pytest.mark.parametrize(("prefer", "renderer"), [(None, "webm"), ("stacked", "svg-filter")])
+def test_web_page_serves_the_webm_or_the_stacked_mp4(
+    tmp_path: Path, prefer: str | None, renderer: str
+) -> None:
+    clip = _still_clip()
+    webm = tmp_path / "clip.webm"
+    video_io.write_video(webm, clip, 24, quality=10)
+    stacked = write_stacked_mp4(tmp_path / "clip.stacked.mp4", clip)
+    page = write_web_html(webm, stacked, tmp_path / "clip.html", background=PAGE_CSS)
+    text = page.read_text()
+    assert 'src="clip.webm"' in text and 'src="clip.stacked.mp4"' in text
+    if prefer is not None:  # what Safari gets: the page's own choice, forced here
+        page.write_text(
+            text.replace("data-layeranim-stacked>", f'data-layeranim-stacked data-prefer="{prefer}">', 1)
+        )
+    pixels, dom = screenshot(page, width=320, height=240)
+    assert _renderer(dom) == renderer
     _check_composite(pixels, clip[0])
 
 

@@ -130,7 +130,6 @@ def texturepacker_json(sheet: SpriteSheet, image_name: str) -> dict[str, Any]:
             "format": "RGBA8888",
             "size": {"w": width, "h": height},
             "scale": "1",
-            "frameRate": sheet.fps,
         },
     }
 

@@ -131,7 +131,7 @@ def web_snippet(webm_url: str, stacked_url: str, width: int, height: int, *, loo
         f'<video data-layeranim-stacked-video src="{html.escape(stacked_url)}" muted playsinline autoplay'
         f'{loop_attr} preload="auto" hidden></video>\n'
         f'<canvas class="layeranim-view" width="{width}" height="{height}" '
-        f'style="width: {width}px"></canvas>\n'
+        f'style="width: {width}px; display: none"></canvas>\n'
         "</div>"
     )
 

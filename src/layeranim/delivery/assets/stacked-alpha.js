@@ -147,10 +147,16 @@
       if (draw) draw();
     }
 
+    // Redraw on every animation frame in which the video moved: a hidden video fires no
+    // requestVideoFrameCallback in some browsers, and timeupdate comes only a few times a second.
+    var shownTime = -1;
     function loop() {
-      frame();
-      if (video.requestVideoFrameCallback) video.requestVideoFrameCallback(loop);
-      else window.requestAnimationFrame(loop);
+      if (decided && !draw) return; // the SVG filter follows the video by itself
+      if (video.currentTime !== shownTime || !decided) {
+        shownTime = video.currentTime;
+        frame();
+      }
+      window.requestAnimationFrame(loop);
     }
 
     ["loadeddata", "seeked", "timeupdate", "play"].forEach(function (name) {
@@ -169,17 +175,18 @@
   function start(root) {
     var webm = root.querySelector("video[data-layeranim-webm]");
     if (webm) {
+      var canvas = root.querySelector("canvas");
       if (root.getAttribute("data-prefer") !== "stacked" && playsWebmAlpha()) {
         var unused = root.querySelector("video[data-layeranim-stacked-video]");
         if (unused) unused.removeAttribute("src");
-        var canvas = root.querySelector("canvas");
-        if (canvas) canvas.hidden = true;
         root.setAttribute("data-renderer", "webm");
         return;
       }
+      // Inline styles, not the hidden attribute: a page's CSS (display: block) would override that.
       webm.pause();
       webm.removeAttribute("src");
-      webm.hidden = true;
+      webm.style.display = "none";
+      if (canvas) canvas.style.display = "";
     }
     startStacked(root);
   }
