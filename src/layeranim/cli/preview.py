@@ -10,19 +10,18 @@ import typer
 from layeranim.cli._common import JsonOpt, OverwriteOpt, QuietOpt, app, note, print_json
 from layeranim.delivery.preview import DEFAULT_COLORS, build_preview
 
-PREVIEW_EPILOG = """\
-[bold]Examples[/bold]
-
-  layeranim preview clip.webm -o preview.html
-
-  layeranim preview renders/ -o renders/index.html        [dim]# a gallery with prompts and seeds[/dim]
-
-  layeranim preview a.webm b.mov --color white --color '#ff00ff' -o page.html
-
-Browsers play .webm and .mp4 (stacked-alpha MP4s are unstacked on the page); other clips (.mov, .mkv,
-APNG, WebP, GIF, PNG sequences) are shown through VP9-alpha WebM copies written to PAGE_files/ beside
-the page. Open the page from disk (file://) in Chromium or Firefox.
-"""
+PREVIEW_EPILOG = (
+    "[bold]Examples[/bold]\n\n"
+    "  layeranim preview clip.webm -o preview.html\n\n"
+    "  layeranim preview renders/ -o renders/index.html   [dim]# a gallery with prompts and seeds[/dim]\n\n"
+    "  layeranim preview a.webm b.mov --color white --color '#ff00ff' -o page.html\n\n"
+    # Rich rewraps paragraphs, so each one is a single line here.
+    "Browsers play .webm and .mp4 (stacked-alpha MP4s are unstacked on the page); other clips (.mov, .mkv, "
+    "APNG, WebP, GIF, PNG sequences) are shown through VP9-alpha WebM copies written to PAGE_files/ beside "
+    "the page.\n\n"
+    "Open the page from disk (file://) in Chromium or Firefox; page.html#view=alpha opens it in the "
+    "alpha-only view.\n"
+)
 
 
 @app.command("preview", epilog=PREVIEW_EPILOG)
@@ -43,7 +42,6 @@ def preview(
         list[str] | None,
         typer.Option(
             "--color",
-            "--background",
             help="A background colour to offer besides the checkerboard (#rrggbb, r,g,b or a name); "
             f"repeat it. Default: {', '.join(DEFAULT_COLORS)}.",
             metavar="COLOR",
