@@ -268,3 +268,59 @@ def test_a_path_source_keeps_its_fps(tmp_path: Path) -> None:
     # 15 fps: each frame lasts 66.7 ms; whole-ms durations must keep every frame's start within 0.5 ms.
     starts = np.cumsum([0, *durations])
     assert np.abs(starts - np.arange(FRAMES + 1) * 1000 / 15).max() <= 0.5
+
+
+@pytest.mark.skipif(STACKED_AVAILABLE, reason="video_io writes mp4-stacked itself: the test above covers it")
+def test_web_target_page_and_record_with_a_stand_in_stacked_writer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Until the vio branch's mp4-stacked lands, a stand-in writer (tests/_browser.py) fills that one row."""
+    from dataclasses import replace
+
+    from _browser import write_stacked_mp4
+
+    real_get_format, real_check, real_write = video_io.get_format, video_io.check_output, video_io.write_video
+    stacked_spec = replace(real_get_format("mov"), name="mp4-stacked", extensions=(".mp4",), codec="libx264")
+
+    def get_format(name: str) -> video_io.FormatSpec:
+        return stacked_spec if name == "mp4-stacked" else real_get_format(name)
+
+    def check_output(path: Path, *, format: str | None = None, overwrite: bool = False) -> object:
+        return (
+            stacked_spec if format == "mp4-stacked" else real_check(path, format=format, overwrite=overwrite)
+        )
+
+    def write_video(path: Path, frames: np.ndarray, fps: float, **kwargs: object) -> object:
+        if kwargs.get("format") == "mp4-stacked":
+            return write_stacked_mp4(Path(path), frames, fps)
+        return real_write(path, frames, fps, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(video_io, "get_format", get_format)
+    monkeypatch.setattr(video_io, "check_output", check_output)
+    monkeypatch.setattr(video_io, "write_video", write_video)
+    clip = synthetic_clip()
+    written = deliver(clip, "web", tmp_path / "hero", 24, background="white")
+    assert [item.path.name for item in written] == [
+        "hero.webm",
+        "hero.stacked.mp4",
+        "hero.html",
+        "hero.delivery.json",
+    ]
+    page = (tmp_path / "hero.html").read_text()
+    assert 'src="hero.webm"' in page and 'src="hero.stacked.mp4"' in page and "#ffffff" in page
+    assert f'width="{WIDTH}" height="{HEIGHT}"' in page
+    record = json.loads((tmp_path / "hero.delivery.json").read_text())
+    assert [entry["name"] for entry in record["files"]] == ["hero.webm", "hero.stacked.mp4", "hero.html"]
+    assert _files(tmp_path) == ["hero.delivery.json", "hero.html", "hero.stacked.mp4", "hero.webm"]
+
+
+def test_progress_and_clip_input(tmp_path: Path) -> None:
+    calls: list[tuple[int, int]] = []
+    deliver(
+        video_io.Clip(synthetic_clip(), 30.0),
+        "premiere",
+        tmp_path / "p",
+        progress=lambda d, t: calls.append((d, t)),
+    )
+    assert calls == [(1, 2), (2, 2)]
+    assert video_io.probe(tmp_path / "p.mov").fps == 30.0

@@ -134,3 +134,25 @@ def test_preview_page_alpha_only_view(renders: Path) -> None:
     shown = pixels[top : top + H, left : left + W].astype(int)
     assert np.abs(shown[:, 2 : W // 2 - 4]).max() <= 3  # alpha 0 → black
     assert np.abs(shown[:, W // 2 + 4 : W - 2] - 255).max() <= 3  # alpha 255 → white
+
+
+def test_preview_converts_a_png_sequence_and_keeps_existing_copies(tmp_path: Path) -> None:
+    frames = tmp_path / "frames"
+    video_io.write_video(frames, _half_clip(), 8, format="png-seq")
+    (tmp_path / "frames.json").write_text(json.dumps({"output": "frames", "prompt": "still red", "seed": 5}))
+    page = tmp_path / "page.html"
+    runner = CliRunner()
+    result = runner.invoke(app, ["preview", str(tmp_path / "frames.json"), "-o", str(page), "--json"])
+    assert result.exit_code == 0, result.stderr
+    (clip,) = json.loads(result.stdout)["clips"]
+    assert (clip["prompt"], clip["seed"], clip["converted"]) == ("still red", 5, True)
+    copy = Path(clip["video"])
+    decoded = video_io.read_video(copy)
+    assert decoded.rgba_fhwc_uint8.shape == (4, H, W, 4) and decoded.fps == 8.0
+    assert np.abs(decoded.rgba_fhwc_uint8[..., 3].astype(int) - _half_clip()[..., 3]).mean() < 2
+
+    # The folder itself is a sequence too; its page's copy already exists: refused before any work.
+    page.unlink()
+    before = copy.read_bytes()
+    _one_error_line(runner.invoke(app, ["preview", str(frames), "-o", str(page)]), 2, "copy")
+    assert not page.exists() and copy.read_bytes() == before

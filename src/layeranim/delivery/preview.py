@@ -80,6 +80,14 @@ def _is_frame_folder(path: Path) -> bool:
     return path.is_dir() and any(p.suffix.lower() == ".png" for p in path.iterdir())
 
 
+def _is_sequence_folder(path: Path) -> bool:
+    """A folder of PNG frames: .png files and no other clips or manifests (those make it a gallery)."""
+    if not path.is_dir():
+        return False
+    suffixes = [p.suffix.lower() for p in path.iterdir() if p.is_file()]
+    return ".png" in suffixes and not any(s in _CLIP_SUFFIXES - {".png"} or s == ".json" for s in suffixes)
+
+
 def collect_inputs(inputs: Sequence[str | Path]) -> list[tuple[Path, Any]]:
     """Expand files, folders and manifests into (clip path, its manifest or None), in a stable order."""
     found: list[tuple[Path, Any]] = []
@@ -104,11 +112,8 @@ def collect_inputs(inputs: Sequence[str | Path]) -> list[tuple[Path, Any]]:
                     "itself or a manifest written beside its output."
                 )
             add(output, manifest)
-        elif path.is_dir() and not any(
-            p.suffix.lower() in _CLIP_SUFFIXES - {".png"} or p.suffix.lower() == ".json"
-            for p in path.iterdir()
-        ):
-            add(path, _read_json(path.with_name(path.name + ".json")))  # a PNG-sequence folder
+        elif _is_sequence_folder(path):
+            add(path, _read_json(path.with_name(path.name + ".json")))
         elif path.is_dir():
             entries = sorted(path.iterdir(), key=lambda p: p.name)
             for manifest_file in (p for p in entries if p.suffix.lower() == ".json"):
@@ -169,10 +174,19 @@ def build_preview(
     found = collect_inputs(inputs)
     copies = page.parent / f"{page.stem}_files"
 
-    # 2. Probe each clip; convert what browsers do not play.
+    # 2. Probe each clip; find what browsers do not play, and check that its copy may be written.
+    infos = [video_io.probe(source) for source, _ in found]
+    for index, ((source, _), info) in enumerate(zip(found, infos, strict=True)):
+        copy = copies / _copy_name(index, source)
+        if not _browser_plays(info) and copy.exists() and not overwrite:
+            raise OutputExistsError(
+                f"output {str(copy)!r} (the page's copy of {str(source)!r}) already exists; pass "
+                "--overwrite (overwrite=True) to replace it."
+            )
+
+    # 3. Convert what browsers do not play.
     clips: list[PreviewClip] = []
-    for index, (source, manifest) in enumerate(found):
-        info = video_io.probe(source)
+    for index, ((source, manifest), info) in enumerate(zip(found, infos, strict=True)):
         prompt, seed = _manifest_fields(manifest)
         stacked = info.format == "mp4-stacked"
         video, converted = source, False
@@ -197,7 +211,7 @@ def build_preview(
             )
         )
 
-    # 3. Write the page.
+    # 4. Write the page.
     text = preview_html(clips, page, css_colors, title or "layeranim preview")
     write_text_atomic(page, text, overwrite=overwrite)
     return page, clips
