@@ -246,6 +246,8 @@ def test_inputs_are_checked_before_anything_is_written(tmp_path: Path) -> None:
     clip = synthetic_clip()
     with pytest.raises(UsageError, match="fps is required"):
         deliver(clip, "sprites", tmp_path / "a")
+    with pytest.raises(UsageError, match="fps 0 must be a positive number"):
+        deliver(video_io.Clip(clip, 24.0), "sprites", tmp_path / "a", 0)
     with pytest.raises(UsageError, match="target 'gif' is unknown"):
         deliver(clip, "gif", tmp_path / "a", 24)
     with pytest.raises(UsageError, match=r"out_base .* without extension"):

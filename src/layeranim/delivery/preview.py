@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import html
 import json
-import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,8 +24,6 @@ from layeranim import alpha as alpha_ops
 from layeranim import video_io
 from layeranim.delivery.web import asset_text, css_color, relative_url, write_text_atomic
 from layeranim.errors import OutputExistsError, UsageError
-
-logger = logging.getLogger(__name__)
 
 PREVIEW_ASSET = "preview.js"
 DEFAULT_COLORS = ("#ffffff", "#000000", "#00b140")  # white, black, a chroma-key green

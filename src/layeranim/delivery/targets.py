@@ -14,7 +14,6 @@ see WebM alpha) get ProRes 4444; HEVC with alpha is written only by Apple's Vide
 from __future__ import annotations
 
 import json
-import logging
 import math
 import shutil
 from collections.abc import Callable
@@ -27,8 +26,6 @@ import numpy as np
 from layeranim import video_io
 from layeranim.delivery import apple, godot, sprites, web
 from layeranim.errors import OutputExistsError, UsageError
-
-logger = logging.getLogger(__name__)
 
 OutputKind = Literal[
     "video", "png-seq", "sprite-sheet", "texturepacker-json", "aseprite-json", "godot-tres", "html", "record"
@@ -267,6 +264,8 @@ def deliver(
     """
     # 1. Check everything that can be checked before reading or writing anything.
     spec = get_target(target)
+    if fps is not None and not (isinstance(fps, int | float) and math.isfinite(fps) and fps > 0):
+        raise UsageError(f"fps {fps!r} must be a positive number (e.g. 24), or None to keep the clip's.")
     if spec.name == "apple":
         apple.require_hevc_alpha()
     base = _check_out_base(out_base)
