@@ -191,7 +191,7 @@ def evaluate_frames(
 
 
 def manifest_path(clip: Path | str) -> Path:
-    """The JSON manifest layeranim writes beside an output: `clip.webm` → `clip.webm.json`, `f/` → `f.json`."""
+    """The manifest layeranim writes beside an output: `clip.webm` → `clip.webm.json`, `f/` → `f.json`."""
     clip = Path(str(clip).rstrip("/" + os.sep) or ".")
     return clip.with_name(clip.name + ".json")
 
@@ -240,8 +240,8 @@ def read_clip(path: Path | str) -> video_io.Clip:
     info = video_io.probe(path)
     if not info.has_alpha:
         raise UsageError(
-            f"{str(path)!r} stores no alpha ({info.format}, {info.pix_fmt}); eval measures transparent clips. "
-            "Give the RGBA output (e.g. .webm VP9 alpha, .mov ProRes 4444), not an opaque preview."
+            f"{str(path)!r} stores no alpha ({info.format}, {info.pix_fmt}); eval measures transparent "
+            "clips. Give the RGBA output (e.g. .webm VP9 alpha, .mov ProRes 4444), not an opaque preview."
         )
     clip = video_io.read_video(path)
     if len(clip.rgba_fhwc_uint8) < 2:
@@ -334,7 +334,8 @@ def collect_clips(paths: Sequence[Path | str]) -> list[Path]:
         found = sorted(videos + folders, key=lambda p: p.name)
         if not found:
             raise UsageError(
-                f"folder {str(path)!r} holds no clips; give clip files (.webm, .mov, .apng, …) or a folder of them."
+                f"folder {str(path)!r} holds no clips; give clip files (.webm, .mov, .apng, …) or a "
+                "folder of them."
             )
         clips.extend(found)
     return clips
@@ -410,7 +411,7 @@ def aggregate(results: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 def pair_results(
     results_a: Sequence[dict[str, Any]], results_b: Sequence[dict[str, Any]]
 ) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-    """Pair the clips of A and B by item (manifest index, else file name); unmatched items are a UsageError."""
+    """Pair the clips of A and B by item (manifest index, else file name); unmatched ones: UsageError."""
     by_a = _by_item(results_a, "A")
     by_b = _by_item(results_b, "B")
     only_a = [key for key in by_a if key not in by_b]
@@ -422,8 +423,8 @@ def pair_results(
         if only_b:
             parts.append(f"only in B: {', '.join(_item_label(by_b[k]) for k in only_b[:5])}")
         raise UsageError(
-            f"the two sets do not pair up by item ({'; '.join(parts)}); compare folders rendered from the same "
-            "batch file (paired by manifest index) or with the same file names."
+            f"the two sets do not pair up by item ({'; '.join(parts)}); compare folders rendered from "
+            "the same batch file (paired by manifest index) or with the same file names."
         )
     return [(by_a[key], by_b[key]) for key in by_a]
 
@@ -439,8 +440,8 @@ def _by_item(results: Sequence[dict[str, Any]], side: str) -> dict[str, dict[str
         key = result["item"] if use_index else item_name(result["clip"])
         if key in table:
             raise UsageError(
-                f"set {side} has two clips for item {key!r} ({_item_label(table[key])}, {_item_label(result)}); "
-                "give each item once."
+                f"set {side} has two clips for item {key!r} ({_item_label(table[key])}, "
+                f"{_item_label(result)}); give each item once."
             )
         table[key] = result
     return table

@@ -109,7 +109,7 @@ def backward_flows(
 def _raft_flows(rgb_fhwc_uint8: np.ndarray, device: str) -> np.ndarray:
     """RAFT-large backward flows (torchvision weights, fetched into the torch hub cache when missing)."""
     import torch
-    import torch.nn.functional as F  # noqa: N812
+    import torch.nn.functional as F
     from einops import rearrange
     from torchvision.models.optical_flow import Raft_Large_Weights, raft_large
 
