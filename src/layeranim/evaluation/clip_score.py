@@ -113,7 +113,7 @@ def _describe(source: object, folder: Path) -> str:
 
 
 def _load_folder(folder: Path, *, device: torch.device, dtype: torch.dtype, name: str) -> ClipScorer:
-    from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
+    from transformers import AutoTokenizer, CLIPModel
 
     from layeranim.presets import transformers_progress_bars_off
 
@@ -126,10 +126,18 @@ def _load_folder(folder: Path, *, device: torch.device, dtype: torch.dtype, name
         with transformers_progress_bars_off():
             model = CLIPModel.from_pretrained(folder, use_safetensors=True, torch_dtype=dtype)
             tokenizer = AutoTokenizer.from_pretrained(folder)
-            image_processor = CLIPImageProcessor.from_pretrained(folder)
+            image_processor = _image_processor_class().from_pretrained(folder)
     except (OSError, ValueError) as exc:
         raise WeightsError(f"{str(folder)!r} could not be loaded as a CLIP model ({exc}).") from exc
     return ClipScorer(model.eval().to(device), tokenizer, image_processor, device, name)
+
+
+def _image_processor_class() -> Any:
+    """CLIP's PIL image processor: `CLIPImageProcessorPil` (transformers 5, no torchvision needed), else
+    `CLIPImageProcessor` (transformers 4, where it is the PIL one)."""
+    import transformers
+
+    return getattr(transformers, "CLIPImageProcessorPil", None) or transformers.CLIPImageProcessor
 
 
 def tiny_clip_root() -> Path:
@@ -160,7 +168,7 @@ def ensure_tiny_clip(root: Path | None = None) -> Path:
 
 def build_tiny_clip(folder: Path) -> None:
     """Write a tiny random CLIPModel (seeded), the presets' toy tokenizer and a 32-pixel image processor."""
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+    from transformers import CLIPConfig, CLIPModel
 
     from layeranim.presets import _EOS_ID, _TOY_VOCAB, _toy_tokenizer, transformers_progress_bars_off
 
@@ -190,7 +198,7 @@ def build_tiny_clip(folder: Path) -> None:
     )
     torch.manual_seed(0)
     model = CLIPModel(config)
-    processor = CLIPImageProcessor(
+    processor = _image_processor_class()(
         size={"shortest_edge": TINY_CLIP_IMAGE_SIZE},
         crop_size={"height": TINY_CLIP_IMAGE_SIZE, "width": TINY_CLIP_IMAGE_SIZE},
     )
