@@ -189,7 +189,7 @@ def sparkline_svg(
         lines.append(f'<polyline fill="none" stroke="{color}" stroke-width="1.5" points="{points}"/>')
     label = html.escape(f"{title}  [{low:.3g} … {high:.3g}]")
     return (
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'<svg width="{width}" height="{height}" '
         f'viewBox="0 0 {width} {height}" role="img"><title>{html.escape(title)}</title>'
         f'<text x="3" y="11" font-size="10" fill="#555">{label}</text>{"".join(lines)}</svg>'
     )
