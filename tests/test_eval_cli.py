@@ -117,8 +117,8 @@ def test_eval_reads_prompt_and_still_from_the_manifest_and_can_store_metrics(tmp
 def test_a_tiny_preset_render_has_infinite_psnr_against_its_still(tmp_path: Path) -> None:
     out, still = tmp_path / "lantern.mkv", tmp_path / "lantern.png"
     made = invoke(
-        "generate", "a paper lantern", "--preset", "tiny", "--frames", "4", "--steps", "2", "--image-steps", "2",
-        "-o", out, "--save-image", still, "--seed", "3", "-q",
+        "generate", "a paper lantern", "--preset", "tiny", "--frames", "4", "--steps", "2",
+        "--image-steps", "2", "-o", out, "--save-image", still, "--seed", "3", "-q",
     )  # fmt: skip
     assert made.exit_code == 0, made.stderr
     result = invoke("eval", out, "--still", still, "--no-clip", "--json")
