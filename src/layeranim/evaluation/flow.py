@@ -16,10 +16,10 @@ import logging
 from dataclasses import dataclass
 from typing import Literal
 
-import cv2
 import numpy as np
 
 from layeranim.errors import UsageError
+from layeranim.evaluation._opencv import cv2_module
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +81,7 @@ def backward_flows(
     used = resolve_flow_method(method)
     if used == "raft":
         return _raft_flows(rgb_fhwc_uint8, device), used
+    cv2 = cv2_module()
     gray_fhw = np.stack([cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY) for frame in rgb_fhwc_uint8])
     flows = []
     if used == "dis":

@@ -14,11 +14,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
 from layeranim.alpha import pad_color_under_transparent
 from layeranim.errors import UsageError
+from layeranim.evaluation._opencv import cv2_module
 
 # pad_color_under_transparent's default reach: the band of alpha-0 pixels it fills from their neighbours.
 COLOUR_PAD_ITERATIONS = 4
@@ -72,6 +72,7 @@ def warp_backward(image_hw: np.ndarray, flow_hw2: np.ndarray) -> np.ndarray:
     `flow_hw2` is the backward flow of a frame pair (from frame t to frame t−1, OpenCV's convention:
     frame_t(x) ≈ frame_{t−1}(x + flow(x))), so the result is frame t−1 aligned with frame t.
     """
+    cv2 = cv2_module()
     height, width = image_hw.shape
     grid_y, grid_x = np.mgrid[0:height, 0:width].astype(np.float32)
     map_x = grid_x + flow_hw2[..., 0].astype(np.float32)
@@ -146,6 +147,7 @@ def colour_leak(rgba_fhwc_uint8: np.ndarray, band: int = COLOUR_PAD_ITERATIONS) 
     """
     check_clip(rgba_fhwc_uint8)
     alpha_fhw = rgba_fhwc_uint8[..., 3]
+    cv2 = cv2_module()
     cross = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
     band_fhw = np.stack(
         [cv2.dilate((frame > 0).astype(np.uint8), cross, iterations=band) > 0 for frame in alpha_fhw]
