@@ -224,3 +224,10 @@ def test_json_ready_turns_infinity_into_null() -> None:
         "psnr": None,
         "x": [1.5, True],
     }
+
+
+def test_auto_flow_falls_back_to_opencv_dis_without_torchvision(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(flow_ops, "raft_available", lambda: False)
+    assert flow_ops.resolve_flow_method("auto") == "dis"
+    with pytest.raises(UsageError, match="needs torchvision"):
+        flow_ops.resolve_flow_method("raft")

@@ -31,7 +31,7 @@ import re
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -40,7 +40,9 @@ from layeranim import video_io
 from layeranim.errors import LayerAnimError, UsageError
 from layeranim.evaluation import flow as flow_ops
 from layeranim.evaluation import metrics
-from layeranim.evaluation.clip_score import ClipScorer
+
+if TYPE_CHECKING:
+    from layeranim.evaluation.clip_score import ClipScorer
 
 DEFAULT_BACKGROUND_RGB = (0.5, 0.5, 0.5)  # 50 % gray, in [0, 1]
 MASK_THRESHOLD = 0.5  # alpha above this counts as "the subject" for flow

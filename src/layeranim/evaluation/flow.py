@@ -12,9 +12,10 @@ in pixels.
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -112,9 +113,8 @@ def _raft_flows(rgb_fhwc_uint8: np.ndarray, device: str) -> np.ndarray:
     import torch
     import torch.nn.functional as F
     from einops import rearrange
-    from torchvision.models.optical_flow import Raft_Large_Weights, raft_large
 
-    model = raft_large(weights=Raft_Large_Weights.DEFAULT, progress=False).eval().to(device)
+    model = _raft_model(str(device))
     height, width = rgb_fhwc_uint8.shape[1:3]
     pad_h, pad_w = (-height) % 8, (-width) % 8  # RAFT needs sizes divisible by 8
     frames_fchw = rearrange(torch.from_numpy(rgb_fhwc_uint8), "f h w c -> f c h w").float() / 127.5 - 1.0
@@ -127,6 +127,14 @@ def _raft_flows(rgb_fhwc_uint8: np.ndarray, device: str) -> np.ndarray:
             flow_12hw = model(current, previous, num_flow_updates=20)[-1]  # (1, 2, h, w), current → previous
             flows.append(rearrange(flow_12hw[0, :, :height, :width], "c h w -> h w c").float().cpu().numpy())
     return np.stack(flows)
+
+
+@functools.lru_cache(maxsize=1)
+def _raft_model(device: str) -> Any:
+    """torchvision's RAFT-large with its default weights, loaded once per process (and device)."""
+    from torchvision.models.optical_flow import Raft_Large_Weights, raft_large
+
+    return raft_large(weights=Raft_Large_Weights.DEFAULT, progress=False).eval().to(device)
 
 
 def flow_magnitude(flow_fhw2: np.ndarray) -> np.ndarray:
