@@ -260,5 +260,5 @@ def test_missing_clip_weights_offline_are_one_error_line_that_offers_no_clip(
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
     assert_one_error_line(
-        invoke("eval", lossless_clip, "--prompt", "x"), 1, "clip-vit-base-patch32", "--no-clip"
+        invoke("eval", lossless_clip, "--prompt", "x"), 1, "clip-vit-large-patch14", "--no-clip"
     )

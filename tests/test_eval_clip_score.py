@@ -93,5 +93,5 @@ def test_missing_clip_weights_offline_say_how_to_fetch_them(
     import huggingface_hub.constants
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
-    with pytest.raises(WeightsError, match="openai/clip-vit-base-patch32"):
+    with pytest.raises(WeightsError, match="openai/clip-vit-large-patch14"):
         load_clip_scorer()

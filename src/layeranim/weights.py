@@ -210,9 +210,9 @@ CLIP_FILES = (
 )
 EVAL_SOURCES: dict[str, WeightSource] = {
     "clip": WeightSource(
-        "openai/clip-vit-base-patch32",
+        "openai/clip-vit-large-patch14",
         allow_patterns=CLIP_FILES,
-        description="OpenAI CLIP ViT-B/32, for the CLIP score of `layeranim eval`",
+        description="OpenAI CLIP ViT-L/14, for the CLIP score of `layeranim eval`",
     ),
 }
 

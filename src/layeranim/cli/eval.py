@@ -78,7 +78,7 @@ def eval_command(
         typer.Option(
             "--clip-model",
             help="CLIP weights: a local folder or a hub repo (owner/name). Default: "
-            "openai/clip-vit-base-patch32 from the weights table.",
+            "openai/clip-vit-large-patch14 from the weights table.",
             show_default=False,
         ),
     ] = None,
