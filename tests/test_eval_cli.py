@@ -262,3 +262,26 @@ def test_missing_clip_weights_offline_are_one_error_line_that_offers_no_clip(
     assert_one_error_line(
         invoke("eval", lossless_clip, "--prompt", "x"), 1, "clip-vit-large-patch14", "--no-clip"
     )
+
+
+def test_html_report_copies_clips_a_browser_cannot_play_and_shows_comparisons_side_by_side(
+    tmp_path: Path,
+) -> None:
+    _write_set(tmp_path / "A", ["one.mkv"], dx=1)
+    _write_set(tmp_path / "B", ["one.mkv"], dx=4)
+    report = tmp_path / "ab.html"
+    result = invoke("eval", tmp_path / "A", tmp_path / "B", "--no-clip", "--html", report, "-q")
+    assert result.exit_code == 0, result.stderr
+    page = report.read_text()
+    for side in ("A", "B"):  # FFV1 in Matroska does not play in browsers: a VP9-alpha WebM copy does
+        copy = tmp_path / "ab_files" / f"{side}-one.webm"
+        assert video_io.probe(copy).has_alpha and video_io.probe(copy).codec == "vp9"
+        assert f'src="ab_files/{side}-one.webm"' in page
+    group = page.index('class="la-row" data-la-sync')  # A and B play side by side, in step
+    assert group < page.index('src="ab_files/A-one.webm"') < page.index('src="ab_files/B-one.webm"')
+    assert page.count('class="la-row" data-la-sync') == 1 and "B − A" in page
+    again = invoke("eval", tmp_path / "A", tmp_path / "B", "--no-clip", "--html", report, "-q", "--overwrite")
+    assert again.exit_code == 0, again.stderr
+    assert (
+        sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+    )  # no temporary leftovers
