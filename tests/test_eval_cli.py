@@ -285,3 +285,15 @@ def test_html_report_copies_clips_a_browser_cannot_play_and_shows_comparisons_si
     assert (
         sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
     )  # no temporary leftovers
+
+
+def test_a_missing_manifest_still_skips_fidelity_with_a_warning(tmp_path: Path, lossless_clip: Path) -> None:
+    manifest = {"item": {"index": 0, "prompt": "x", "image": "gone.png"}}
+    Path(f"{lossless_clip}.json").write_text(json.dumps(manifest))
+    result = invoke("eval", lossless_clip, "--no-clip", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["clips"][0]["metrics"]["still_identical"] is None
+    assert "Warning:" in result.stderr and "gone.png" in result.stderr and "fidelity skipped" in result.stderr
+    Path(f"{lossless_clip}.json").unlink()
+    stored = invoke("eval", lossless_clip, "--no-clip", "--save-to-manifest")
+    assert stored.exit_code == 0 and "has no manifest" in " ".join(stored.stderr.split())

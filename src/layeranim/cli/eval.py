@@ -173,7 +173,11 @@ def eval_command(
         _note_missing_prompts(results, scorer is not None, quiet)
         if save_to_manifest:
             for result in results:
-                if "error" not in result:
+                if "error" in result:
+                    continue
+                if ev.read_manifest(result["clip"]) is None:
+                    note(f"note: {result['clip']} has no manifest; its metrics were not stored.", quiet)
+                else:
                     ev.update_manifest(result["clip"], result)
 
     # 3. Compare, aggregate, report.

@@ -25,6 +25,7 @@ Metric names and units (alpha and differences in [0, 1], flow in pixels):
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import re
@@ -43,6 +44,8 @@ from layeranim.evaluation import metrics
 
 if TYPE_CHECKING:
     from layeranim.evaluation.clip_score import ClipScorer
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_BACKGROUND_RGB = (0.5, 0.5, 0.5)  # 50 % gray, in [0, 1]
 MASK_THRESHOLD = 0.5  # alpha above this counts as "the subject" for flow
@@ -215,7 +218,10 @@ def manifest_fields(manifest: dict[str, Any], base_dir: Path, frames: int) -> di
     still = manifest.get("still") or item.get("image") or manifest.get("image")
     still_path = None
     if isinstance(still, str) and still:
+        # Relative to the manifest's folder (a batch travels with its files), else to where it was rendered.
         still_path = Path(still) if Path(still).is_absolute() else base_dir / still
+        if not still_path.is_file() and Path(still).is_file():
+            still_path = Path(still)
     position = next((params[k] for k in ("base_index", "base_frame", "base_position") if k in params), None)
     still_index = None
     if isinstance(position, int) and not isinstance(position, bool):
@@ -279,7 +285,13 @@ def evaluate_clip(
     if manifest is not None:
         fields = manifest_fields(manifest, manifest_path(path).parent, frames)
     prompt = prompt if prompt is not None else fields["prompt"]
-    still = still if still is not None else fields["still"]
+    if still is None and fields["still"] is not None:
+        if fields["still"].is_file():
+            still = fields["still"]
+        else:  # a moved batch: measure the rest, say why fidelity is missing
+            logger.warning(
+                "%s: the manifest's still %s is missing; base-frame fidelity skipped", path, fields["still"]
+            )
     still_rgba = None
     still_name = None
     if isinstance(still, np.ndarray):
