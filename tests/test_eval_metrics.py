@@ -231,3 +231,12 @@ def test_auto_flow_falls_back_to_opencv_dis_without_torchvision(monkeypatch: pyt
     assert flow_ops.resolve_flow_method("auto") == "dis"
     with pytest.raises(UsageError, match="needs torchvision"):
         flow_ops.resolve_flow_method("raft")
+
+
+def test_fast_clips_are_subsampled_to_about_8_fps_like_vbench() -> None:
+    slow = ev.evaluate_frames(sprite_clip(frames=9, dx=1), fps=8, flow_method="dis")
+    fast = ev.evaluate_frames(sprite_clip(frames=9, dx=1), fps=24, flow_method="dis")  # every 3rd frame
+    assert flow_ops.vbench_frame_step(24) == 3 and flow_ops.vbench_frame_step(12) == 2
+    assert slow["metrics"]["dynamic_degree"] == pytest.approx(1.0, abs=0.3)
+    assert fast["metrics"]["dynamic_degree"] == pytest.approx(3.0, abs=0.75)  # 3 px per sampled pair
+    assert fast["metrics"]["flow_mean"] == pytest.approx(slow["metrics"]["flow_mean"])  # all frames

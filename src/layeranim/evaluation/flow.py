@@ -137,6 +137,11 @@ def _raft_model(device: str) -> Any:
     return raft_large(weights=Raft_Large_Weights.DEFAULT, progress=False).eval().to(device)
 
 
+def vbench_frame_step(fps: float) -> int:
+    """VBench reads every round(fps / 8)-th frame (at least every frame), so pairs are about 1/8 s apart."""
+    return max(1, round(fps / 8.0))
+
+
 def flow_magnitude(flow_fhw2: np.ndarray) -> np.ndarray:
     """Per-pixel flow length in pixels: (f, h, w)."""
     return np.hypot(flow_fhw2[..., 0], flow_fhw2[..., 1])
