@@ -305,7 +305,7 @@ def _print_table(results: list[dict[str, Any]], aggregates: dict[str, dict[str, 
     for result in results:
         name = Path(result["clip"]).name
         if "error" in result:
-            rows.append([name, f"error: {result['error']}"])
+            rows.append([name, "failed"])  # the reason went to stderr as an Error: line
             continue
         rows.append([name, *(_cell(key, result["metrics"].get(key), result) for key, _ in _TABLE_KEYS)])
     if len(results) > 1:
