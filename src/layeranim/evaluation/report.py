@@ -56,7 +56,7 @@ table{border-collapse:collapse;font-size:13px}
 td,th{padding:2px 8px;border-bottom:1px solid #eee;text-align:left}
 td.num{text-align:right;font-variant-numeric:tabular-nums}
 .la-better{color:#0a7d27}.la-worse{color:#b3261e}.la-error{color:#b3261e}
-.la-prompt{color:#444;font-style:italic}
+.la-prompt{color:#444;font-style:italic}.la-legend{font-size:12px;margin:0}
 """
 )
 # Side-by-side clips play in step: starting one restarts its group together; a button pauses or plays all.
@@ -334,6 +334,12 @@ def _plots(results: Sequence[dict[str, Any]]) -> str:
         + sparkline_svg([s.get("alpha_change_motion_compensated") for s in series], title="alpha flicker")
         + sparkline_svg([s.get("flow_magnitude") for s in series], title="flow magnitude (px)")
         + "</div>"
+        + (
+            '<p class="la-legend"><span style="color:#1565c0">━ A</span> '
+            '<span style="color:#e65100">━ B</span></p>'
+            if len(results) == 2
+            else ""
+        )
     )
 
 
