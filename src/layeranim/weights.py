@@ -197,6 +197,26 @@ DEFAULT_SOURCES: dict[str, dict[str, WeightSource]] = {
 }
 
 
+# Weights the evaluation uses (`layeranim eval`), outside the render families: CLIP for the CLIP score.
+CLIP_FILES = (
+    "config.json",
+    "model.safetensors",
+    "preprocessor_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.json",
+    "merges.txt",
+)
+EVAL_SOURCES: dict[str, WeightSource] = {
+    "clip": WeightSource(
+        "openai/clip-vit-large-patch14",
+        allow_patterns=CLIP_FILES,
+        description="OpenAI CLIP ViT-L/14, for the CLIP score of `layeranim eval`",
+    ),
+}
+
+
 def default_source(family: str, component: str) -> WeightSource:
     """The default weights for a family's component, from `DEFAULT_SOURCES`."""
     if family not in DEFAULT_SOURCES:

@@ -6,6 +6,7 @@ from layeranim.cli import animate as _animate  # noqa: F401  (registers `animate
 from layeranim.cli import convert as _convert  # noqa: F401  (registers `convert`)
 from layeranim.cli import dataset as _dataset  # noqa: F401  (registers `dataset synth`)
 from layeranim.cli import doctor as _doctor  # noqa: F401  (registers `doctor`)
+from layeranim.cli import eval as _eval  # noqa: F401  (registers `eval`)
 from layeranim.cli import generate as _generate  # noqa: F401  (registers `generate`)
 from layeranim.cli import image as _image  # noqa: F401  (registers `image`)
 from layeranim.cli import info as _info  # noqa: F401  (registers `info`)
