@@ -204,7 +204,8 @@ BAD = [
     ('[[layer]]\nname = "kite"\nimage = "nope.png"\n', ['"kite"', "image", "nope.png"]),
     ('[[layer]]\nname = "flat"\nimage = "rgb.png"\n', ['"flat"', "image", "RGB only"]),
     (
-        '[[layer]]\nname = "kite"\nimage = "kite.png"\nposition = [0, 0]\nmotion = "m"\nregion = [70, 70, 90, 90]\n',
+        '[[layer]]\nname = "kite"\nimage = "kite.png"\nposition = [0, 0]\nmotion = "m"\n'
+        "region = [70, 70, 90, 90]\n",
         ['"kite"', "region", "outside the layer"],
     ),
     ("", ["zero layers"]),
