@@ -132,12 +132,18 @@ def make_region_callback(
 ) -> StepCallback:
     """Blended latent diffusion (Avrahami et al. 2023, Alg. 1) as a diffusers `callback_on_step_end`.
 
+    `base_latent` (b, c, h, w) and `noise` (b, c, h, w) in the UNet's space; `mask_latent` (h, w), or
+    (b, h, w) with one mask per video of a batched call, 1 where motion may happen.
+
     After step `i` the latents are at timestep `timesteps[i+1]`; outside the region (mask 0) they become
     `scheduler.add_noise(base, noise, timesteps[i+1])`, and after the last step the clean `base`. `noise`
     is drawn once and shared by every frame (the surround is one still). `clean_frame` (stage two's base
     frame, already clean) is left untouched whatever order the pipeline runs its own replacement in.
     """
-    mask_b1fhw = rearrange(mask_latent_hw.float(), "h w -> 1 1 1 h w")
+    if mask_latent_hw.ndim == 2:
+        mask_b1fhw = rearrange(mask_latent_hw.float(), "h w -> 1 1 1 h w")
+    else:  # one mask per video of a batched call
+        mask_b1fhw = rearrange(mask_latent_hw.float(), "b h w -> b 1 1 h w")
     base_bcfhw = rearrange(base_latent_b4hw.float(), "b c h w -> b c 1 h w")
     noise_bcfhw = rearrange(noise_b4hw.float(), "b c h w -> b c 1 h w")
 

@@ -348,40 +348,81 @@ def render_scene(
     owned = _owned_files(previous, out_dir)
     (out_dir / LAYERS_DIR).mkdir(parents=True, exist_ok=True)
 
-    reports: list[LayerReport] = []
+    reports_by_index: dict[int, LayerReport] = {}
     timings: dict[str, float] = {}
 
     def record(composite: dict[str, Any] | None) -> dict[str, Any]:
+        reports = [reports_by_index[i] for i in sorted(reports_by_index)]
         info = _scene_info(scene, out_dir, reports, composite, session, settings, base_seed, timings)
         _write_json_atomic(out_dir / SCENE_JSON, info)
         return info
 
+    def finish(layer: Layer, frames_fhwc: np.ndarray, seed: int | None, key: str, seconds: float) -> None:
+        target = layer_file(out_dir, layer, settings.format)
+        started = time.perf_counter()
+        _write_clip(target, frames_fhwc, scene.canvas.fps, settings, progress=_item(progress, layer.slug))
+        seconds += time.perf_counter() - started
+        kind = "dynamic" if layer.dynamic else "static"
+        reports_by_index[layer.index] = LayerReport(
+            layer.index, layer.name, target, "rendered", kind, seed, key, seconds, layer
+        )
+        timings[layer.slug] = round(seconds, 3)
+        record(None)
+
+    # 1. Skip what is unchanged; render the stills (static layers are written at once).
+    pending: list[_Pending] = []
     for layer in scene.layers:
         seed = None
         if layer.prompt is not None or layer.dynamic:
             seed = layer.seed if layer.seed is not None else derive_seed(base_seed, layer.index)
         if layer.video is not None:
-            reports.append(
-                LayerReport(layer.index, layer.name, layer.video, "external", "video", None, "", 0.0, layer)
+            reports_by_index[layer.index] = LayerReport(
+                layer.index, layer.name, layer.video, "external", "video", None, "", 0.0, layer
             )
             continue
         target = layer_file(out_dir, layer, settings.format)
         key = layer_render_key(layer, scene, settings, seed=seed, models=models, dtype=dtype, device=device)
-        kind = "dynamic" if layer.dynamic else "static"
         if target.exists() and owned.get(target.resolve()) == key:
-            reports.append(
-                LayerReport(layer.index, layer.name, target, "skipped", kind, seed, key, 0.0, layer)
+            kind = "dynamic" if layer.dynamic else "static"
+            reports_by_index[layer.index] = LayerReport(
+                layer.index, layer.name, target, "skipped", kind, seed, key, 0.0, layer
             )
             continue
         started = time.perf_counter()
-        frames_fhwc = render_layer(layer, scene, session, settings=settings, seed=seed, progress=progress)
-        _write_clip(target, frames_fhwc, scene.canvas.fps, settings, progress=_item(progress, layer.slug))
-        seconds = time.perf_counter() - started
-        reports.append(
-            LayerReport(layer.index, layer.name, target, "rendered", kind, seed, key, seconds, layer)
+        still_hwc, latent = layer_still(layer, session, settings=settings, seed=seed, progress=progress)
+        if not layer.dynamic:
+            frames_fhwc = np.ascontiguousarray(
+                np.broadcast_to(still_hwc, (layer_frames(layer, scene), *still_hwc.shape))
+            )
+            finish(layer, frames_fhwc, seed, key, time.perf_counter() - started)
+            continue
+        assert seed is not None
+        pending.append(_Pending(layer, still_hwc, latent, seed, key, time.perf_counter() - started))
+
+    # 2. Animate the dynamic layers; layers of one size share UNet calls when stage two takes batches.
+    groups: dict[tuple[int, int, int, bool], list[_Pending]] = {}
+    for item in pending:
+        layer = item.layer
+        groups.setdefault((layer.width, layer.height, layer_frames(layer, scene), layer.seamless), []).append(
+            item
         )
-        timings[layer.slug] = round(seconds, 3)
-        record(None)
+    for (_, _, frames, _), items in groups.items():
+        started = time.perf_counter()
+        videos = animate_layers(
+            [item.layer for item in items],
+            [item.still_hwc for item in items],
+            [item.latent for item in items],
+            scene,
+            session,
+            settings=settings,
+            seeds=[item.seed for item in items],
+            frames=frames,
+            progress=progress,
+        )
+        share = (time.perf_counter() - started) / len(items)
+        for item, frames_fhwc in zip(items, videos, strict=True):
+            finish(item.layer, frames_fhwc, item.seed, item.key, item.seconds + share)
+    reports = [reports_by_index[i] for i in sorted(reports_by_index)]
 
     # The composite is `compose` of the layer files as written (what a user compositing them gets).
     target = composite_file(out_dir, settings.format)
@@ -433,65 +474,64 @@ def file_sha256_or_dir(path: Path) -> str:
     return file_sha256(path)
 
 
-def render_layer(
+@dataclass
+class _Pending:
+    """A dynamic layer whose still is ready and whose animation is still to run."""
+
+    layer: Layer
+    still_hwc: np.ndarray
+    latent: Any
+    seed: int
+    key: str
+    seconds: float
+
+
+def layer_still(
     layer: Layer,
-    scene: Scene,
     session: Any,
     *,
     settings: SceneSettings,
     seed: int | None,
     progress: SceneProgress | None = None,
-) -> np.ndarray:
-    """One layer's frames at its own size: (f, h, w, 4) uint8 straight RGBA."""
+) -> tuple[np.ndarray, Any]:
+    """A layer's still (h, w, 4) uint8 and, for a prompt layer, stage one's latent (else None)."""
     from layeranim.video_io import read_image
 
-    frames = layer_frames(layer, scene)
-    base_latent = None
     if layer.image is not None:
-        still_hwc = read_image(layer.image)
-    else:
-        assert layer.prompt is not None and seed is not None
-        result = session.image(
-            layer.prompt,
-            negative_prompt=layer.negative_prompt or settings.negative_prompt,
-            seed=seed,
-            steps=settings.image_steps,
-            guidance=settings.image_guidance,
-            width=layer.width,
-            height=layer.height,
-            tta=settings.tta,
-            progress=_staged(progress, layer.slug),
-        )
-        still_hwc, base_latent = result.rgba_hwc_uint8, result.latent_b4hw
-    if not layer.dynamic:
-        return np.ascontiguousarray(np.broadcast_to(still_hwc, (frames, *still_hwc.shape)))
-    assert seed is not None
-    return animate_layer(
-        layer,
-        scene,
-        session,
-        still_hwc,
-        base_latent,
-        settings=settings,
+        return read_image(layer.image), None
+    assert layer.prompt is not None and seed is not None
+    result = session.image(
+        layer.prompt,
+        negative_prompt=layer.negative_prompt or settings.negative_prompt,
         seed=seed,
-        frames=frames,
+        steps=settings.image_steps,
+        guidance=settings.image_guidance,
+        width=layer.width,
+        height=layer.height,
+        tta=settings.tta,
         progress=_staged(progress, layer.slug),
     )
+    return result.rgba_hwc_uint8, result.latent_b4hw
 
 
-def animate_layer(
-    layer: Layer,
+def animate_layers(
+    layers: list[Layer],
+    stills_hwc_uint8: list[np.ndarray],
+    base_latents_b4hw: list[Any],
     scene: Scene,
     session: Any,
-    still_hwc_uint8: np.ndarray,
-    base_latent_b4hw: Any,
     *,
     settings: SceneSettings,
-    seed: int,
+    seeds: list[int],
     frames: int,
-    progress: Callable[[str, int, int], None] | None = None,
-) -> np.ndarray:
-    """Stage two on one layer with its motion confined to its region (see `layeranim.scene.region`)."""
+    progress: SceneProgress | None = None,
+) -> list[np.ndarray]:
+    """Stage two on layers of one size, each with its motion confined to its region
+    (`layeranim.scene.region`): (f, h, w, 4) uint8 per layer.
+
+    With a stage two that takes a list of prompts (`num_videos_per_prompt`), the layers run as one batched
+    call (one UNet call per step for all of them); otherwise one call per layer.
+    """
     import torch
 
     from layeranim.devices import generator_for
@@ -506,42 +546,67 @@ def animate_layer(
     )
 
     pipe = session.stage_two()
-    base = base_latent_b4hw if base_latent_b4hw is not None else pipe.encode_image(still_hwc_uint8)
-    base = base.float().cpu()
-    mask_hw = region_mask(layer, scene.canvas)
+    takes = inspect.signature(pipe.__call__).parameters
+    batched = len(layers) > 1 and "num_videos_per_prompt" in takes
+    if len(layers) > 1 and not batched:
+        rows = zip(layers, stills_hwc_uint8, base_latents_b4hw, seeds, strict=True)
+        return [
+            animate_layers(
+                [layer], [still], [latent], scene, session, settings=settings, seeds=[seed], frames=frames,
+                progress=progress,
+            )[0]
+            for layer, still, latent, seed in rows
+        ]  # fmt: skip
+    bases = [
+        (latent if latent is not None else pipe.encode_image(still)).float().cpu()
+        for still, latent in zip(stills_hwc_uint8, base_latents_b4hw, strict=True)
+    ]
+    base_b4hw = torch.cat(bases)  # (b, c, h, w), one row per layer
+    masks_hw = [region_mask(layer, scene.canvas) for layer in layers]
     call: dict[str, Any] = {}
     hook: Any = nullcontext()
-    if not mask_hw.all():
-        mask_latent_hw = latent_region_mask(mask_hw)
-        noise_generator = torch.Generator("cpu").manual_seed((seed + 1) % 2**63)
-        noise_b4hw = torch.randn(base.shape, generator=noise_generator, dtype=torch.float32)
+    if not all(mask.all() for mask in masks_hw):
+        mask_latent_bhw = torch.stack([latent_region_mask(mask) for mask in masks_hw])
+        noise_b4hw = torch.cat(
+            [
+                torch.randn(base.shape, generator=torch.Generator("cpu").manual_seed((seed + 1) % 2**63))
+                for base, seed in zip(bases, seeds, strict=True)
+            ]
+        )
         callback = make_region_callback(
-            base, mask_latent_hw, pipe.scheduler, noise_b4hw, clean_frame=middle_frame_index(frames)
+            base_b4hw, mask_latent_bhw, pipe.scheduler, noise_b4hw, clean_frame=middle_frame_index(frames)
         )
         # Switch-over point: a stage two with diffusers' callback_on_step_end takes the callback directly;
         # until then the same callable runs after every scheduler step.
-        if "callback_on_step_end" in inspect.signature(pipe.__call__).parameters:
+        if "callback_on_step_end" in takes:
             call = {"callback_on_step_end": callback, "callback_on_step_end_tensor_inputs": ["latents"]}
         else:
             hook = scheduler_step_callback(pipe, callback)
-    if layer.seamless:
+    if any(layer.seamless for layer in layers):  # a group shares `seamless` (it is part of its key)
         call["seamless"] = True
+    negatives = [layer.negative_prompt or settings.negative_prompt for layer in layers]
+    generators = [generator_for(session.device, seed) for seed in seeds]
+    item = layers[0].slug if not batched else "+".join(layer.slug for layer in layers)
     with hook:
         out = pipe(
-            layer.motion,
-            layer.negative_prompt or settings.negative_prompt,
-            base_latent=base,
+            [layer.motion for layer in layers] if batched else layers[0].motion,
+            negatives if batched else negatives[0],
+            base_latent=base_b4hw,
             num_frames=frames,
             num_inference_steps=settings.steps,
             guidance_scale=settings.guidance,
-            generator=generator_for(session.device, seed),
+            generator=generators if batched else generators[0],
             tta=settings.tta,
             decode_chunk_size=settings.decode_chunk_size,
-            progress=progress,
+            progress=_staged(progress, item),
             **call,
         )
-    frames_fhwc = out.frames[:, : layer.height, : layer.width]  # the latent grid rounds the size up to 8
-    return restore_outside(frames_fhwc, still_hwc_uint8, feather_weights(mask_hw, layer.margin))
+    videos_bfhwc = out.frames if batched else out.frames[None]
+    results = []
+    for layer, still, mask, video in zip(layers, stills_hwc_uint8, masks_hw, videos_bfhwc, strict=True):
+        frames_fhwc = video[:, : layer.height, : layer.width]  # the latent grid rounds the size up to 8
+        results.append(restore_outside(frames_fhwc, still, feather_weights(mask, layer.margin)))
+    return results
 
 
 def _write_clip(
@@ -670,9 +735,9 @@ __all__ = [
     "LayerReport",
     "SceneResult",
     "SceneSettings",
-    "animate_layer",
+    "animate_layers",
     "check_scene_outputs",
     "check_scene_renderable",
-    "render_layer",
+    "layer_still",
     "render_scene",
 ]
