@@ -261,3 +261,28 @@ def test_layers_init_writes_a_scene_from_a_psd(runner: CliRunner, tmp_path: Path
     assert composite.shape == (16, 48, 80, 4)
     a = 200 / 255  # the sun over the opaque ground
     assert tuple(composite[0, 6, 0]) == (round(240 * a), round(120 * (1 - a)), 0, 255)
+
+
+def test_two_dynamic_layers_of_one_size_keep_their_surrounds(runner: CliRunner, tmp_path: Path) -> None:
+    make_images(tmp_path)
+    scene = tmp_path / "scene.toml"
+    scene.write_text(
+        "[canvas]\nwidth = 96\nheight = 64\nframes = 3\nfps = 8\n\n"
+        '[[layer]]\nname = "a"\nimage = "kite.png"\nmotion = "lower"\nregion = [0, 0, 16, 16]\nmargin = 0\n\n'
+        '[[layer]]\nname = "b"\nimage = "kite.png"\nposition = [32, 0]\nmotion = "newer"\n'
+        "region = [80, 40, 96, 64]\nmargin = 0\n",
+        encoding="utf-8",
+    )
+    out = tmp_path / "out"
+    result = runner.invoke(
+        app, ["layers", str(scene), "-o", str(out), "--format", "png-seq", "--json", *FAST]
+    )
+    assert result.exit_code == 0, result.stderr
+    still = np.asarray(Image.open(tmp_path / "kite.png"))
+    a = video_io.read_video(out / "layers" / "01-a").rgba_fhwc_uint8
+    b = video_io.read_video(out / "layers" / "02-b").rgba_fhwc_uint8
+    inside_a = np.zeros((64, 64), bool)
+    inside_a[:16, :16] = True
+    inside_b = np.zeros((64, 64), bool)
+    inside_b[40:, 48:] = True  # canvas [80, 40, 96, 64] minus the layer's position (32, 0)
+    assert (a[:, ~inside_a] == still[~inside_a]).all() and (b[:, ~inside_b] == still[~inside_b]).all()
