@@ -286,3 +286,27 @@ def test_two_dynamic_layers_of_one_size_keep_their_surrounds(runner: CliRunner, 
     inside_b = np.zeros((64, 64), bool)
     inside_b[40:, 48:] = True  # canvas [80, 40, 96, 64] minus the layer's position (32, 0)
     assert (a[:, ~inside_a] == still[~inside_a]).all() and (b[:, ~inside_b] == still[~inside_b]).all()
+
+
+def test_video_layers_are_used_as_they_are_and_must_match_the_canvas_fps(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    clip = np.zeros((2, 8, 8, 4), np.uint8)
+    clip[..., 0], clip[..., 3] = 200, 255
+    video_io.write_video(tmp_path / "red.mkv", clip, 4.0, format="mkv")
+    scene = tmp_path / "scene.toml"
+    text = "[canvas]\nwidth = 8\nheight = 8\nframes = 3\nfps = {fps}\n\n"
+    text += '[[layer]]\nname = "red"\nvideo = "red.mkv"\n'
+    scene.write_text(text.format(fps=8), encoding="utf-8")
+    out = tmp_path / "out"
+    one_error_line(runner.invoke(app, ["layers", str(scene), "-o", str(out)]), '"red"', "video", "4 fps")
+    assert not out.exists()
+    scene.write_text(text.format(fps=4), encoding="utf-8")
+    result = runner.invoke(app, ["layers", str(scene), "-o", str(out), "--format", "mkv", "--json"])
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["layers"][0]["status"] == "external" and report["layers"][0]["file"] == str(
+        tmp_path / "red.mkv"
+    )
+    frames = video_io.read_video(out / "composite.mkv").rgba_fhwc_uint8
+    assert frames.shape == (3, 8, 8, 4) and (frames[..., 0] == 200).all()  # the last frame is held
