@@ -38,7 +38,7 @@ from __future__ import annotations
 import re
 import sys
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -382,14 +382,8 @@ def _parse_layer(raw: dict[str, Any], index: int, canvas: Canvas, base_dir: Path
         if motion is None:
             raise fail("region", 'region is where motion happens; add motion = "…" or drop region.')
         region = _parse_region(raw["region"], layer, canvas, base_dir, fail)
-        layer = _replace_region(layer, region)
+        layer = replace(layer, region=region)
     return layer
-
-
-def _replace_region(layer: Layer, region: Box | Path) -> Layer:
-    from dataclasses import replace
-
-    return replace(layer, region=region)
 
 
 def _parse_region(value: Any, layer: Layer, canvas: Canvas, base_dir: Path, fail: Any) -> Box | Path:
