@@ -118,7 +118,8 @@ def test_three_layer_scene_renders_confines_motion_composites_and_skips_on_rerun
     assert info["canvas"] == {"width": 64, "height": 64, "frames": 4, "fps": 8.0, "background": "transparent"}
     assert [layer["position"] for layer in info["layers"]] == [[0, 0], list(KITE_AT), list(TITLE_AT)]
     assert info["layers"][1]["seed"] == 7 and info["layers"][2]["seed"] is not None
-    assert info["models"]["sources"] and info["versions"]["torch"] and "total" in info["timings"]
+    assert info["models"]["sources"] and info["models"]["requested"]["preset"] == "tiny"
+    assert info["versions"]["torch"] and "total" in info["timings"]
 
     clips = {name: video_io.read_video(path).rgba_fhwc_uint8 for name, path in files.items()}
     assert all(clip.shape == (4, 64, 64, 4) for clip in clips.values())
@@ -164,6 +165,7 @@ def test_three_layer_scene_renders_confines_motion_composites_and_skips_on_rerun
     assert [layer["status"] for layer in rerun["layers"]] == ["skipped"] * 3
     assert rerun["composite_status"] == "skipped"
     assert {name: path.stat().st_mtime_ns for name, path in files.items()} == stamps
+    assert json.loads((out / "scene.json").read_text())["models"]["sources"] == info["models"]["sources"]
     scene.write_text(SCENE.replace("seed = 7", "seed = 8"), encoding="utf-8")
     changed = runner.invoke(app, ["layers", str(scene), "-o", str(out), "--format", "mkv", "--json", *FAST])
     assert changed.exit_code == 0, changed.stderr

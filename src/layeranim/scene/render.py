@@ -354,6 +354,9 @@ def render_scene(
     def record(composite: dict[str, Any] | None) -> dict[str, Any]:
         reports = [reports_by_index[i] for i in sorted(reports_by_index)]
         info = _scene_info(scene, out_dir, reports, composite, session, settings, base_seed, timings)
+        info["models"]["requested"] = models
+        if not info["models"]["sources"] and previous is not None:  # nothing loaded: the last run's
+            info["models"]["sources"] = previous.get("models", {}).get("sources", {})
         _write_json_atomic(out_dir / SCENE_JSON, info)
         return info
 
@@ -650,7 +653,7 @@ def _scene_info(
             entry["file"] = str(report.file.relative_to(out_dir))
         layers.append(entry)
     sources: dict[str, Any] = {}
-    if getattr(session, "_components", None) is not None:  # only describe models that were loaded
+    if getattr(session, "_components", None) is not None:  # what was loaded (revisions, file hashes)
         sources = dict(session.sources)
     return {
         "layeranim_scene": SCENE_SCHEMA,
