@@ -312,3 +312,23 @@ def test_video_layers_are_used_as_they_are_and_must_match_the_canvas_fps(
     )
     frames = video_io.read_video(out / "composite.mkv").rgba_fhwc_uint8
     assert frames.shape == (3, 8, 8, 4) and (frames[..., 0] == 200).all()  # the last frame is held
+
+
+def test_prompt_layer_with_motion_keeps_stage_ones_still_outside_its_region(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    scene = tmp_path / "scene.toml"
+    scene.write_text(
+        "[canvas]\nwidth = 64\nheight = 64\nframes = 3\nfps = 8\n\n"
+        '[[layer]]\nname = "wisp"\nprompt = "lower"\nmotion = "newer"\n'
+        "region = [0, 40, 64, 64]\nmargin = 4\n",
+        encoding="utf-8",
+    )
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["layers", str(scene), "-o", str(out), "--format", "png-seq", *FAST])
+    assert result.exit_code == 0, result.stderr
+    frames = video_io.read_video(out / "layers" / "01-wisp").rgba_fhwc_uint8
+    middle = frames[1]  # stage two's base frame decodes to stage one's still
+    for frame in frames:
+        assert np.array_equal(frame[:36], middle[:36])  # rows above the region minus the margin
+    assert (frames[[0, 2], 40:] != middle[40:]).any()
