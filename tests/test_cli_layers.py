@@ -108,6 +108,7 @@ def test_three_layer_scene_renders_confines_motion_composites_and_skips_on_rerun
     result = runner.invoke(app, ["layers", str(scene), "-o", str(out), "--format", "mkv", "--json", *FAST])
     assert result.exit_code == 0, result.stderr
     report = json.loads(result.stdout)
+    assert report["base_seed"] == 5
     files = {layer["name"]: Path(layer["file"]) for layer in report["layers"]}
     assert [p.name for p in files.values()] == ["01-sky.mkv", "02-kite.mkv", "03-title.mkv"]
     assert all(p.parent == out / "layers" and p.is_file() for p in files.values())

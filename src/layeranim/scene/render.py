@@ -132,6 +132,7 @@ class SceneResult:
             "scene_json": str(self.scene_json),
             "composite": str(self.composite),
             "composite_status": self.composite_status,
+            "base_seed": self.info.get("base_seed"),
             "layers": [report.to_json() for report in self.layers],
             "counts": {
                 status: sum(1 for r in self.layers if r.status == status)
