@@ -333,3 +333,45 @@ def test_prompt_layer_with_motion_keeps_stage_ones_still_outside_its_region(
     for frame in frames:
         assert np.array_equal(frame[:36], middle[:36])  # rows above the region minus the margin
     assert (frames[[0, 2], 40:] != middle[40:]).any()
+
+
+def test_an_interrupted_run_resumes_without_overwrite(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import layeranim.scene.render as scene_render
+
+    for name, value in (("a.png", (10, 20, 30, 255)), ("b.png", (200, 0, 0, 128))):
+        Image.fromarray(np.full((8, 8, 4), value, np.uint8)).save(tmp_path / name)
+    scene = tmp_path / "scene.toml"
+    scene.write_text(
+        '[canvas]\nwidth = 8\nheight = 8\nframes = 2\n\n[[layer]]\nname = "a"\nimage = "a.png"\n\n'
+        '[[layer]]\nname = "b"\nimage = "b.png"\n',
+        encoding="utf-8",
+    )
+    out = tmp_path / "out"
+    args = ["layers", str(scene), "-o", str(out), "--format", "mkv", "--json"]
+    assert runner.invoke(app, args).exit_code == 0
+    for name, value in (("a.png", (11, 20, 30, 255)), ("b.png", (201, 0, 0, 128))):
+        Image.fromarray(np.full((8, 8, 4), value, np.uint8)).save(tmp_path / name)
+    original = scene_render.layer_still
+
+    def fail_on_b(layer: object, *args: object, **kwargs: object) -> object:
+        if layer.name == "b":  # type: ignore[attr-defined]
+            raise RuntimeError("power cut")
+        return original(layer, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(scene_render, "layer_still", fail_on_b)
+    crashed = runner.invoke(app, args)
+    assert crashed.exit_code == 1 and "power cut" in crashed.stderr
+    monkeypatch.setattr(scene_render, "layer_still", original)
+    resumed = runner.invoke(app, args)
+    assert resumed.exit_code == 0, resumed.stderr
+    report = json.loads(resumed.stdout)
+    assert [layer["status"] for layer in report["layers"]] == ["skipped", "rendered"]
+    assert report["composite_status"] == "rendered"
+    assert tuple(video_io.read_video(out / "layers" / "02-b.mkv").rgba_fhwc_uint8[0, 0, 0]) == (
+        201,
+        0,
+        0,
+        128,
+    )

@@ -260,6 +260,9 @@ def _owned_files(previous: dict[str, Any] | None, out_dir: Path) -> dict[Path, s
     composite = previous.get("composite")
     if isinstance(composite, dict) and "file" in composite:
         owned[_resolve(out_dir, composite["file"])] = str(composite.get("render_key", ""))
+    for file in previous.get("written", []):
+        if isinstance(file, str):
+            owned.setdefault(_resolve(out_dir, file), "")
     return owned
 
 
@@ -358,6 +361,16 @@ def render_scene(
         info["models"]["requested"] = models
         if not info["models"]["sources"] and previous is not None:  # nothing loaded: the last run's
             info["models"]["sources"] = previous.get("models", {}).get("sources", {})
+        # Every file layeranim wrote here, this run or before: an interrupted run leaves none "foreign".
+        written = {
+            str(path.relative_to(out_dir.resolve()))
+            for path in owned
+            if path.is_relative_to(out_dir.resolve())
+        }
+        written |= {entry["file"] for entry in info["layers"] if entry["status"] == "rendered"}
+        if composite is not None:
+            written.add(composite["file"])
+        info["written"] = sorted(written)
         _write_json_atomic(out_dir / SCENE_JSON, info)
         return info
 
