@@ -12,9 +12,9 @@
 Re-running skips a layer whose `render_key` (the sha256 of its parameters, its input files' sha256,
 the render settings, the models, dtype, device type and layeranim's version) equals the one recorded in
 OUT/scene.json and whose file exists; the composite is skipped likewise. Files that OUT/scene.json
-records were written by layeranim and are replaced when their key changes; any other existing file is
-replaced only with `overwrite=True`. scene.json is rewritten after every layer, so an interrupted run
-resumes where it stopped.
+records (its layers, its composite and its `written` list) were written by layeranim and are replaced
+when their key changes; any other existing file is replaced only with `overwrite=True`. scene.json is
+rewritten after every layer, so an interrupted run resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -667,7 +667,7 @@ def _scene_info(
             entry["file"] = str(report.file.relative_to(out_dir))
         layers.append(entry)
     sources: dict[str, Any] = {}
-    if getattr(session, "_components", None) is not None:  # what was loaded (revisions, file hashes)
+    if "load_models" in getattr(session, "load_seconds", {}):  # what was loaded (revisions, file hashes)
         sources = dict(session.sources)
     return {
         "layeranim_scene": SCENE_SCHEMA,
