@@ -195,7 +195,7 @@ def test_foreign_files_in_out_are_not_replaced_without_overwrite(runner: CliRunn
     (out / "layers").mkdir(parents=True)
     (out / "layers" / "01-sky.webm").write_bytes(b"mine")
     result = runner.invoke(app, ["layers", str(scene), "-o", str(out)])
-    one_error_line(result, "01-sky.webm", "--overwrite")
+    one_error_line(result, "01-sky.webm", "overwrite")
     assert (out / "layers" / "01-sky.webm").read_bytes() == b"mine"
     forced = runner.invoke(app, ["layers", str(scene), "-o", str(out), "--overwrite"])
     assert forced.exit_code == 0, forced.stderr

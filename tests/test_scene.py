@@ -314,5 +314,5 @@ def test_psd_becomes_a_scene_with_positions_sizes_and_pixels(tmp_path: Path) -> 
     assert not kite.dynamic and not sky.dynamic
     pixels = np.asarray(Image.open(kite.image))
     assert pixels.shape == (20, 30, 4) and (pixels[..., 3] == 180).all() and (pixels[..., 0] == 250).all()
-    with pytest.raises(UsageError, match="--overwrite"):
+    with pytest.raises(UsageError, match="overwrite"):
         scene_from_psd(tmp_path / "poster.psd")

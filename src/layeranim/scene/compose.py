@@ -154,12 +154,12 @@ def conform_fps(
         if len(distinct) > 1:
             listing = ", ".join(f"{name} at {rate:g} fps" for name, rate in rates)
             raise UsageError(
-                f"the {what}s have different frame rates ({listing}); pass --fps (fps=) with the output rate "
+                f"the {what}s have different frame rates ({listing}); pass fps=<rate> (the output rate) "
                 "to resample them by nearest frame."
             )
         out_fps = distinct[0] if distinct else None
         if out_fps is None:
-            raise UsageError(f"every {what} is a still, so there is no frame rate; pass --fps (fps=).")
+            raise UsageError(f"every {what} is a still, so there is no frame rate; pass fps=<rate>.")
         return list(clips), out_fps
     conformed = [
         clip
@@ -220,8 +220,9 @@ def scene_layer_clips(scene: Scene, files: dict[str, Path] | None = None) -> lis
             if layer.prompt is not None or layer.motion is not None:
                 key = "motion" if layer.motion is not None else "prompt"
                 raise SceneError(
-                    f"{layer.label}: {key} needs rendering, which compose does not do; run `layeranim layers "
-                    "SCENE -o OUT/` (it writes the composite too), or point the layer at a video.",
+                    f"{layer.label}: {key} needs rendering, which compositing does not do; render the scene "
+                    "(render_scene, the `layers` command: it writes the composite too), or point the layer "
+                    "at a video.",
                     layer=layer.name,
                     key=key,
                 )
@@ -257,7 +258,7 @@ def compose_scene(
                 key = "video" if layer.video is not None else "image"
                 raise SceneError(
                     f"{layer.label}: {key} runs at {clip.fps:g} fps but the canvas at {canvas.fps:g} fps; "
-                    "pass --fps (fps=) with the output rate to resample every clip by nearest frame, or "
+                    "pass fps=<rate> (the output rate) to resample every clip by nearest frame, or "
                     "make the rates equal.",
                     layer=layer.name,
                     key=key,
@@ -293,7 +294,7 @@ def inline_canvas(
     if height is None:
         height = max(clip.position[1] + clip.rgba_fhwc_uint8.shape[1] for clip in clips)
     if width < 1 or height < 1:
-        raise UsageError(f"the canvas would be {width}x{height}; give --width/--height (width=, height=).")
+        raise UsageError(f"the canvas would be {width}x{height}; give width=<pixels> and height=<pixels>.")
     if frames is None:
         frames = max(clip.start + clip.frames for clip in clips)
     return Canvas(width=width, height=height, frames=frames, fps=fps, background=background)

@@ -75,8 +75,7 @@ def scene_from_psd(
         target = images_dir / f"{number:02d}-{slugify(name)}.png"
         if target.exists() and not overwrite:
             raise OutputExistsError(
-                f"{str(target)!r} exists; pass --overwrite (overwrite=True) to replace it, or choose another "
-                "images folder."
+                f"{str(target)!r} exists; pass overwrite=True to replace it, or choose another images folder."
             )
         plans.append((layer, name, target))
 

@@ -277,12 +277,12 @@ def check_scene_outputs(scene: Scene, out_dir: Path, settings: SceneSettings, *,
 
     get_format(settings.format)  # an unknown or alpha-dropping format fails here
     if out_dir.exists() and not out_dir.is_dir():
-        raise OutputExistsError(f"output {str(out_dir)!r} is a file; -o takes a folder (OUT/).")
+        raise OutputExistsError(f"output {str(out_dir)!r} is a file; the scene's output is a folder.")
     previous = read_scene_json(out_dir)
     if (out_dir / SCENE_JSON).exists() and previous is None and not overwrite:
         raise OutputExistsError(
-            f"{str(out_dir / SCENE_JSON)!r} exists and is not a layeranim scene record; pass --overwrite "
-            "(overwrite=True) to replace it, or choose another folder."
+            f"{str(out_dir / SCENE_JSON)!r} exists and is not a layeranim scene record; pass "
+            "overwrite=True to replace it, or choose another folder."
         )
     owned = _owned_files(previous, out_dir)
     targets = [layer_file(out_dir, layer, settings.format) for layer in scene.layers if layer.video is None]
@@ -291,7 +291,7 @@ def check_scene_outputs(scene: Scene, out_dir: Path, settings: SceneSettings, *,
         if target.exists() and target.resolve() not in owned and not overwrite:
             raise OutputExistsError(
                 f"{str(target)!r} exists and layeranim did not write it (it is not in {SCENE_JSON}); pass "
-                "--overwrite (overwrite=True) to replace it, or choose another folder."
+                "overwrite=True to replace it, or choose another folder."
             )
 
 
@@ -315,7 +315,7 @@ def check_scene_renderable(scene: Scene) -> None:
                 raise SceneError(
                     f'{layer.label}: video = "{layer.video.name}" runs at {fps:g} fps but the canvas at '
                     f"{scene.canvas.fps:g} fps; set [canvas] fps = {fps:g}, or resample the clip "
-                    "(`layeranim compose --fps`).",
+                    "first (composite it alone with fps=<rate>).",
                     layer=layer.name,
                     key="video",
                 )
