@@ -42,12 +42,17 @@ _OPTION_KEYS = ("opacity", "start")
 
 
 def parse_input_spec(text: str) -> tuple[Path, tuple[int, int], float, int]:
-    """`FILE[@X,Y[:opacity=O,start=S]]` → (file, position, opacity, start)."""
+    """`FILE[@X,Y[:opacity=O,start=S]]` → (file, position, opacity, start).
+
+    A malformed INPUT is a `typer.BadParameter` (a command-line usage error, exit 2): its `key=value`
+    spellings are the INPUT syntax, not Python arguments for the error translator to rename.
+    """
     match = _SPEC_RE.match(text)
     if match is None:
         if "@" in text and not Path(text).exists():
-            raise UsageError(
-                f"INPUT {text!r} is not FILE@X,Y[:opacity=O,start=S]; e.g. kite.webm@180,60:opacity=0.5."
+            raise typer.BadParameter(
+                f"{text!r} is not FILE@X,Y[:opacity=O,start=S]; e.g. kite.webm@180,60:opacity=0.5.",
+                param_hint="INPUT",
             )
         return Path(text), (0, 0), 1.0, 0
     opacity, start = 1.0, 0
@@ -55,9 +60,10 @@ def parse_input_spec(text: str) -> tuple[Path, tuple[int, int], float, int]:
         key, _, value = item.partition("=")
         key = key.strip()
         if key not in _OPTION_KEYS or not value:
-            raise UsageError(
-                f"INPUT {text!r}: option {item!r} is not opacity=O or start=S; e.g. {match['file']}@"
-                f"{match['x']},{match['y']}:opacity=0.5,start=3."
+            raise typer.BadParameter(
+                f"{text!r}: option {item!r} is not opacity=O or start=S; e.g. {match['file']}@"
+                f"{match['x']},{match['y']}:opacity=0.5,start=3.",
+                param_hint="INPUT",
             )
         try:
             if key == "opacity":
@@ -65,11 +71,13 @@ def parse_input_spec(text: str) -> tuple[Path, tuple[int, int], float, int]:
             else:
                 start = int(value)
         except ValueError:
-            raise UsageError(f"INPUT {text!r}: {key}={value!r} is not a number.") from None
+            raise typer.BadParameter(
+                f"{text!r}: {key}={value!r} is not a number.", param_hint="INPUT"
+            ) from None
         if key == "opacity" and not 0.0 <= opacity <= 1.0:
-            raise UsageError(f"INPUT {text!r}: opacity={value} must be from 0 to 1.")
+            raise typer.BadParameter(f"{text!r}: opacity={value} must be from 0 to 1.", param_hint="INPUT")
         if key == "start" and start < 0:
-            raise UsageError(f"INPUT {text!r}: start={value} must be 0 or more.")
+            raise typer.BadParameter(f"{text!r}: start={value} must be 0 or more.", param_hint="INPUT")
     return Path(match["file"]), (int(match["x"]), int(match["y"])), opacity, start
 
 
