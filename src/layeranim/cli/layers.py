@@ -143,7 +143,7 @@ def render(
     from layeranim.cli._batch import spec_sources
     from layeranim.scene import SceneSettings, load_scene, render_scene
     from layeranim.scene.model import scene_ifa_weights
-    from layeranim.scene.render import check_scene_outputs, check_scene_renderable, read_scene_json
+    from layeranim.scene.outputs import check_scene_outputs, check_scene_renderable, read_scene_json
 
     # 1. Validate the scene and the outputs before loading any model.
     scene = load_scene(scene_file)

@@ -24,6 +24,7 @@ from layeranim.scene.compose import (
     resample_nearest,
 )
 from layeranim.scene.model import Box, Canvas, Layer, Scene, SceneError, load_scene, parse_scene
+from layeranim.scene.outputs import SceneResult, SceneSettings
 from layeranim.scene.psd import PsdScene, scene_from_psd
 from layeranim.scene.region import (
     feather_weights,
@@ -33,7 +34,7 @@ from layeranim.scene.region import (
     restore_outside,
     scheduler_step_callback,
 )
-from layeranim.scene.render import SceneResult, SceneSettings, render_scene
+from layeranim.scene.render import render_scene
 
 __all__ = [
     "Box",
