@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-from layeranim.components import Components, ModelSpec, load_components, load_motion_adapter
 from layeranim.errors import UsageError
 from layeranim.models.inter_frame_attention import save_ifa_weights
 from layeranim.pipelines.layeranimate import LayerAnimatePipeline, build_motion_unet
@@ -15,6 +14,7 @@ from layeranim.pipelines.layerdiffuse import (
     load_adjusted_latent,
     save_adjusted_latent,
 )
+from layeranim.render.components import Components, ModelSpec, load_components, load_motion_adapter
 
 SIZE = 64
 FRAMES = 5  # middle = 2

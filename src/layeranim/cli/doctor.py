@@ -9,7 +9,8 @@ from typing import Any
 
 import typer
 
-from layeranim import __version__, weights
+from layeranim import weights
+from layeranim._version import __version__
 from layeranim.cli._common import JsonOpt, app, print_json
 from layeranim.errors import UsageError
 
@@ -47,7 +48,7 @@ def collect_devices() -> dict[str, Any]:
     """Devices, the auto choices, and which dtypes each available device accepts."""
     import torch
 
-    from layeranim import devices
+    from layeranim.render import devices
 
     report: dict[str, Any] = {
         "available": devices.available_devices(),
@@ -104,7 +105,7 @@ def collect_video() -> dict[str, Any]:
 
 def collect_weights() -> dict[str, Any]:
     """The caches, and which default weights are present (no network)."""
-    from layeranim.presets import tiny_preset_root
+    from layeranim.render.presets import tiny_preset_root
 
     rows = [
         {
