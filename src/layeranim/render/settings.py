@@ -17,6 +17,7 @@ neither torch nor diffusers.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -273,6 +274,7 @@ class AnimateRequest:
     """Stage two: the RGBA still (or `NAME.latent.safetensors`) at `image` + `prompt` → a clip at `output`.
 
     Next to a PNG, its `NAME.latent.safetensors` sidecar is used when it belongs to that exact image.
+    `sampling.image_steps`/`image_guidance` (stage one's) are ignored: there is no stage one here.
     """
 
     image: Path
@@ -291,11 +293,11 @@ class AnimateRequest:
         object.__setattr__(self, "output", Path(self.output))
         check_seed(self.seed)
         _check_clip(self.frames, self.fps)
-        if self.sampling.image_steps is not None or self.sampling.image_guidance is not None:
-            raise UsageError(
-                "image_steps and image_guidance are stage one's; an animate request has no stage one.",
-                argument="image_steps",
-            )
+        # Stage one's steps and guidance do not apply here (one SamplingSettings may serve both kinds of
+        # request); drop them so the manifest records only what shaped this clip.
+        object.__setattr__(
+            self, "sampling", dataclasses.replace(self.sampling, image_steps=None, image_guidance=None)
+        )
 
     def params(self) -> dict[str, Any]:
         return render_params(

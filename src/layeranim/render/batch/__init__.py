@@ -1,19 +1,23 @@
 """Batch rendering for shells and CI pipelines: batch files, output naming, seeds, shards, manifests, results.
 
-This module holds no model code. The CLI (`layeranim generate --prompts FILE`, `layeranim animate --inputs
-FILE`) reads a batch file, plans every item's seed and output path up front (so a bad template or two items
-sharing an output fail before anything loads), picks its shard, and hands the jobs to `run_batch` together
-with a `render` callable that loads the models once and renders one job.
+This package holds no model code. `layeranim.render.run_batch(BatchRequest)` (what the CLI's generate and
+animate batch modes call) reads a batch file, plans every item's seed and output path up front (so a bad
+template or two items sharing an output fail before anything loads), picks its shard, and hands the jobs to
+`run_batch` here together with a `render` callable that renders one job with models loaded once.
+
+Modules: `files` (batch files → `BatchItem`s), `plan` (seeds, output names, shards → `BatchJob`s),
+`manifest` (the JSON sidecars and `render_key`), `run` (the loop: skip, render, report).
 
 Batch files (UTF-8):
 
 - A text file: one prompt per line. Blank lines and lines whose first non-blank character is `#` are skipped
-  (only whole-line comments: a `#` inside a prompt is kept). For `--inputs`, a line is `IMAGE<TAB>PROMPT`, or
-  `IMAGE | PROMPT` when the line has no tab (split at the first tab, else at the first `|`).
+  (only whole-line comments: a `#` inside a prompt is kept). For an inputs batch (`kind="inputs"`), a line
+  is `IMAGE<TAB>PROMPT`, or `IMAGE | PROMPT` when the line has no tab (split at the first tab, else at
+  the first `|`).
 - JSONL: one JSON object per line (same comment and blank-line rules), used for files ending in `.jsonl` or
   `.json` and for any file whose first item line starts with `{`. A `.json` file may also hold one JSON
   array of objects. Keys: `prompt`, `negative` (or `negative_prompt`), `seed`, `frames`, `fps`, `output`,
-  `image`; any other key is an error. `prompt` is required, and `image` too for `--inputs`.
+  `image`; any other key is an error. `prompt` is required, and `image` too for an inputs batch.
 
 Relative `image` paths are relative to the batch file's folder, so a batch file can travel with its images.
 A path of `-` reads the batch from stdin (images then relative to the current folder).
@@ -22,7 +26,7 @@ Seeds: an item's own `seed` wins; otherwise `derive_seed(base_seed, index)` (sha
 platform and Python version). `index` is the item's 0-based position among the file's items, so inserting
 an item shifts the derived seeds of the items after it; give explicit seeds to pin them.
 
-Outputs: `-o` is a directory (`DIR/{index:04d}-{slug}.{ext}`) or a template with `{index}`, `{slug}`,
+Outputs: `output` is a directory (`DIR/{index:04d}-{slug}.{ext}`) or a template with `{index}`, `{slug}`,
 `{seed}`, `{ext}` (format specs allowed: `{index:03d}`). An item's `output` names its file inside that
 directory (or the template's directory), and may use the same fields.
 
@@ -30,10 +34,11 @@ Resuming: each output gets a JSON manifest beside it (`clip.webm.json`) holding 
 the model sources, versions, device, dtype and per-stage timings, and a `render_key`: the sha256 of
 everything that determines the pixels. A re-run skips an item whose output exists and whose manifest has
 the same `render_key`; when a parameter changed, the item is rendered again and its output replaced. An
-existing output without a manifest (not a finished layeranim render) is never replaced without `--overwrite`.
+existing output without a manifest (not a finished layeranim render) is never replaced without
+`overwrite=True`.
 
-Shards: `--shard I/N` keeps the items whose `index % N == I - 1`, so shards 1..N cover the batch exactly once
-(SLURM arrays: `--shard $((SLURM_ARRAY_TASK_ID + 1))/$SLURM_ARRAY_TASK_COUNT` with 0-based task ids).
+Shards: shard `"I/N"` keeps the items whose `index % N == I - 1`, so shards 1..N cover the batch exactly once
+(SLURM arrays: shard `$((SLURM_ARRAY_TASK_ID + 1))/$SLURM_ARRAY_TASK_COUNT` with 0-based task ids).
 """
 
 from layeranim.render.batch.files import (
