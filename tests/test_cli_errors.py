@@ -42,10 +42,10 @@ FAST = ["--preset", "tiny", "--steps", "1", "--image-steps", "1", "--fast-decode
         ),
         (
             "base='/m/sdxl' is an SDXL model; pass family='sdxl'.",
-            "--model '/m/sdxl' is an SDXL model; pass --family sdxl.",
+            "--model /m/sdxl is an SDXL model; pass --family sdxl.",
         ),
         ("prompts_file='b.txt', line 3: bad", "--prompts b.txt, line 3: bad"),
-        ("image='/x/photo.jpg' has no alpha channel", "IMAGE '/x/photo.jpg' has no alpha channel"),
+        ("image='/x/photo.jpg' has no alpha channel", "IMAGE /x/photo.jpg has no alpha channel"),
         ("tta=False or fast_decode=True", "--fast-decode or --fast-decode"),
         ("a path /data/frames=3/x.png stays", "a path /data/frames=3/x.png stays"),
         ("no argument here", "no argument here"),
@@ -152,3 +152,10 @@ def test_help_lists_every_registered_command() -> None:
     assert result.exit_code == 0
     for name in COMMANDS:
         assert name in result.stdout
+
+
+def test_threads_option_sets_torch_threads() -> None:
+    cmd = [sys.executable, "-m", "layeranim", "--threads", "2", "doctor", "--json"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["devices"]["cpu_threads"] == 2

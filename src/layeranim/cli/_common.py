@@ -172,9 +172,29 @@ def _root(
             "--version", callback=_version_callback, is_eager=True, help="Print the version and exit."
         ),
     ] = False,
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            "--threads",
+            min=1,
+            help="CPU threads for torch's math (default: torch's own choice, one per core). Fewer leaves "
+            "cores to other jobs on a shared machine.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Generate and convert transparent (RGBA) videos: WebM VP9 alpha, ProRes 4444, APNG, PNG sequences."""
     configure_logging()
+    if threads is not None:
+        set_threads(threads)
+
+
+def set_threads(threads: int) -> None:
+    """Intra-op threads: through the environment before torch loads (OpenMP reads it once), else directly."""
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(threads)
 
 
 class _StderrHandler(logging.Handler):

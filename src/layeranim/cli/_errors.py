@@ -55,6 +55,10 @@ FLAGS: dict[str, str] = {
     "alpha_mode": "--alpha-mode",
     "loop": "--loop",
     "background": "--background",
+    "start": "--start",
+    "stop": "--stop",
+    "step": "--step",
+    "resize": "--resize",
     "preview": "--preview",
     "manifest": "--manifest",
     "overwrite": "--overwrite",
@@ -75,11 +79,11 @@ _NAMES = "|".join(sorted(FLAGS, key=len, reverse=True))
 # `name=` not preceded by a word character, a dash, a dot or a slash (paths and flags stay untouched).
 _ASSIGNMENT = re.compile(rf"(?<![\w./-])({_NAMES})=('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|[^\s,;:)]+)")
 _SWITCH = re.compile(rf"(?<![\w./-])({'|'.join(re.escape(s) for s in SWITCHES)})(?![\w])")
-_SIMPLE = re.compile(r"[\w.:+-]+")
+_SIMPLE = re.compile(r"[\w.:+/-]+")
 
 
 def _value(text: str) -> str:
-    """A Python repr as a shell user would type it: quotes dropped from simple tokens ('fp16' → fp16)."""
+    """A Python repr as a shell user would type it: quotes dropped unless the value has spaces or quotes."""
     if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"" and _SIMPLE.fullmatch(text[1:-1]):
         return text[1:-1]
     return text

@@ -69,6 +69,7 @@ def collect_devices() -> dict[str, Any]:
         report["cuda_version"] = torch.version.cuda
     auto = devices.select_device("auto")
     report["auto_device"] = str(auto)
+    report["cpu_threads"] = torch.get_num_threads()
     report["auto_dtype"] = devices.dtype_name(devices.select_dtype(auto, "auto"))
     support: dict[str, dict[str, bool]] = {}
     for kind in report["available"]:
@@ -161,6 +162,7 @@ def doctor(json_output: JsonOpt = False) -> None:
     if not dev["cuda"]:
         echo("  cuda: not available")
     echo(f"  mps: {'available' if dev['mps'] else 'not available'}")
+    echo(f"  cpu threads: {dev['cpu_threads']} (set with `layeranim --threads N`)")
     for kind, support in dev["dtypes"].items():
         echo(f"  dtypes on {kind}: " + ", ".join(f"{name} {yes_no[ok]}" for name, ok in support.items()))
     echo(

@@ -8,12 +8,14 @@
 Requests (`ImageRequest`, `AnimateRequest`, `GenerateRequest`, `BatchRequest`) are dataclasses built from
 the settings groups `ModelSettings`, `SamplingSettings` and `OutputSettings`, validated once when built.
 `image`, `animate`, `generate` and `run_batch` write the outputs atomically, with previews, latent
-sidecars and manifests exactly as the `layeranim` command does, and return what they wrote.
+sidecars and manifests exactly as the `layeranim` command does, and return what they wrote; `convert`
+(a `ConvertRequest`) rewrites a clip in another format, keeping its alpha.
 
 Modules: `settings` (requests), `api` (the calls), `session` (models loaded once), `components` (which
 weights, and loading them), `presets` (the tiny preset), `devices` (device, dtype, generator), `inputs`
-(RGBA stills and latent sidecars), `outputs` (clips, sidecars, manifests), `batch` (batch files, plans,
-manifests, the run loop). Names are imported lazily, so `import layeranim.render` is cheap.
+(RGBA stills and latent sidecars), `outputs` (clips, sidecars, manifests), `convert` (between formats),
+`batch` (batch files, plans, manifests, the run loop). Names are imported lazily, so
+`import layeranim.render` is cheap.
 """
 
 from __future__ import annotations
@@ -36,6 +38,9 @@ _EXPORTS = {
     "open_session": "layeranim.render.api",
     "ImageOutcome": "layeranim.render.api",
     "ClipOutcome": "layeranim.render.api",
+    "ConvertRequest": "layeranim.render.convert",
+    "ConvertOutcome": "layeranim.render.convert",
+    "convert": "layeranim.render.convert",
     "AnimationInput": "layeranim.render.inputs",
     "load_animation_input": "layeranim.render.inputs",
     "load_latent": "layeranim.render.inputs",
@@ -52,6 +57,8 @@ __all__ = [
     "AnimationInput",
     "BatchRequest",
     "ClipOutcome",
+    "ConvertOutcome",
+    "ConvertRequest",
     "GenerateRequest",
     "ImageOutcome",
     "ImageRequest",
@@ -61,6 +68,7 @@ __all__ = [
     "RenderSession",
     "SamplingSettings",
     "animate",
+    "convert",
     "generate",
     "image",
     "latent_sidecar_path",
@@ -84,6 +92,7 @@ if TYPE_CHECKING:
         run_batch,
     )
     from layeranim.render.components import ModelSpec, load_components
+    from layeranim.render.convert import ConvertOutcome, ConvertRequest, convert
     from layeranim.render.inputs import AnimationInput, load_animation_input, load_latent
     from layeranim.render.outputs import latent_sidecar_path, rgba_digest, save_latent
     from layeranim.render.session import RenderSession
