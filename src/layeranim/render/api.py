@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from layeranim.errors import as_out_of_memory
 from layeranim.render.batch import BatchJob, BatchSummary, ItemResult, RenderResult
@@ -51,6 +51,10 @@ from layeranim.render.settings import (
     StageProgress,
     check_seed,
 )
+
+if TYPE_CHECKING:  # the session imports torch and diffusers: only when a render starts
+    from layeranim.render.inputs import AnimationInput
+    from layeranim.render.session import RenderSession
 
 DEFAULT_BATCH_SEED = 0  # a fixed base seed, so re-runs derive the same per-item seeds and skip finished work
 
@@ -134,7 +138,9 @@ def resolve_seed(seed: int | None) -> int:
     return seed
 
 
-def open_session(models: ModelSettings, *, will_animate: bool = False, image_stage: bool = True) -> Any:
+def open_session(
+    models: ModelSettings, *, will_animate: bool = False, image_stage: bool = True
+) -> RenderSession:
     """A `RenderSession` for `models`: the device and dtype chosen, nothing loaded until the first render.
 
     `will_animate`: stage two will run (checked now; built before any offloading). `image_stage=False`:
@@ -158,7 +164,7 @@ def open_session(models: ModelSettings, *, will_animate: bool = False, image_sta
 
 
 def image(
-    request: ImageRequest, *, session: Any = None, progress: StageProgress | None = None
+    request: ImageRequest, *, session: RenderSession | None = None, progress: StageProgress | None = None
 ) -> ImageOutcome:
     """Stage one: write `request.output` (RGBA PNG/WebP) and, with `save_latent`, its latent sidecar."""
     from layeranim.video_io import write_image
@@ -219,7 +225,7 @@ def check_image_target_exists(path: Path, name: str, overwrite: bool) -> None:
 def animate(
     request: AnimateRequest,
     *,
-    session: Any = None,
+    session: RenderSession | None = None,
     progress: StageProgress | None = None,
     notify: Notify | None = None,
 ) -> ClipOutcome:
@@ -268,7 +274,7 @@ def animate(
 def generate(
     request: GenerateRequest,
     *,
-    session: Any = None,
+    session: RenderSession | None = None,
     progress: StageProgress | None = None,
     notify: Notify | None = None,
 ) -> ClipOutcome:
@@ -329,7 +335,7 @@ def _clip_outcome(written: dict[str, Any], middle: int, seed: int, timings: dict
 
 
 def _generate_clip(
-    session: Any,
+    session: RenderSession,
     sampling: SamplingSettings,
     output_settings: OutputSettings,
     prompt: str,
@@ -387,10 +393,10 @@ def _generate_clip(
 
 
 def _animate_clip(
-    session: Any,
+    session: RenderSession,
     sampling: SamplingSettings,
     output_settings: OutputSettings,
-    source: Any,
+    source: AnimationInput,
     prompt: str,
     negative_prompt: str,
     seed: int,
@@ -437,7 +443,7 @@ def batch_extension(format: str | None) -> str:
 def run_batch(
     request: BatchRequest,
     *,
-    session: Any = None,
+    session: RenderSession | None = None,
     progress: StageProgress | None = None,
     notify: Notify | None = None,
     on_start: Callable[[BatchJob, int, int], None] | None = None,

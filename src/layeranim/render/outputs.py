@@ -8,7 +8,7 @@ import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -16,6 +16,9 @@ from layeranim._version import __version__
 from layeranim.errors import LayerAnimError, OutputExistsError, UsageError
 from layeranim.render.batch import BatchItem, build_manifest, manifest_path, write_manifest
 from layeranim.render.settings import OutputSettings
+
+if TYPE_CHECKING:
+    from layeranim.render.session import RenderSession
 
 logger = logging.getLogger(__name__)
 
@@ -164,7 +167,7 @@ def spec_sources(spec: Any, ifa_weights: Path | None) -> dict[str, Any]:
 
 
 def session_manifest(
-    session: Any,
+    session: RenderSession,
     *,
     item: BatchItem,
     seed: int,
@@ -191,7 +194,7 @@ def session_manifest(
 
 
 def write_single_manifest(
-    session: Any,
+    session: RenderSession,
     *,
     output: Path,
     prompt: str,
