@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from layeranim.errors import as_out_of_memory
+from layeranim.errors import UsageError, as_out_of_memory
 from layeranim.render.batch import BatchJob, BatchSummary, ItemResult, RenderResult
 from layeranim.render.outputs import (
     Notify,
@@ -505,7 +505,8 @@ def run_batch(
         negative = item.negative_prompt if item.negative_prompt is not None else request.negative_prompt
         overwrite = output_settings.overwrite or job.replace
         if request.kind == "inputs":
-            assert item.image is not None  # read_batch_file requires it for inputs batches
+            if item.image is None:  # read_batch_file requires it; a hand-made item might not have one
+                raise UsageError(f"{item.label} has no image to animate.", argument="image")
             source = load_animation_input(
                 item.image, width=sampling.width, height=sampling.height, notify=notify
             )

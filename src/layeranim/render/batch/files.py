@@ -45,7 +45,7 @@ class BatchItem:
 def read_batch_file(path: Path | str, *, kind: BatchKind = "prompts") -> list[BatchItem]:
     """Read a batch file (text or JSONL, see the module docstring) into items; any problem is a UsageError."""
     if kind not in ("prompts", "inputs"):
-        raise ValueError(f"kind must be 'prompts' or 'inputs', not {kind!r}")
+        raise UsageError(f"kind={kind!r} is not a batch kind; use 'prompts' or 'inputs'.", argument="kind")
     option = f"{kind}_file"
     if str(path) == "-":
         return _parse_batch_text(sys.stdin.read(), Path("<stdin>"), kind=kind, base_dir=Path.cwd())
