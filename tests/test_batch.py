@@ -14,7 +14,9 @@ import pytest
 from rich.console import Console
 
 from layeranim import __version__
-from layeranim.batch import (
+from layeranim.cli._batch import summary_table
+from layeranim.errors import LayerAnimError, UsageError
+from layeranim.render.batch import (
     ALLOWED_KEYS,
     BatchItem,
     BatchJob,
@@ -36,10 +38,8 @@ from layeranim.batch import (
     run_batch,
     select_shard,
     slugify,
-    summary_table,
     write_manifest,
 )
-from layeranim.errors import LayerAnimError, UsageError
 
 # ---------------------------------------------------------------------------------------------------
 # Batch files.
@@ -96,7 +96,7 @@ def test_stdin_batches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (item,) = read_batch_file("-", kind="inputs")
     assert item.image == tmp_path / "a.png"
     monkeypatch.setattr("sys.stdin", io.StringIO(""))
-    with pytest.raises(UsageError, match=r"^--prompts <stdin> has no items"):
+    with pytest.raises(UsageError, match=r"^prompts_file='<stdin>' has no items"):
         read_batch_file("-")
 
 
@@ -166,7 +166,7 @@ def test_json_array_file(tmp_path: Path) -> None:
         ("outdir.jsonl", '{"prompt": "a", "output": "sub/"}\n', "prompts", "must be a file name"),
         ("both.jsonl", '{"prompt": "a", "negative": "x", "negative_prompt": "y"}\n', "prompts", "not both"),
         ("array.jsonl", '["a fox"]\n', "prompts", "expected a JSON object"),
-        ("img.jsonl", '{"prompt": "a", "image": "x.png"}\n', "prompts", "belongs in an --inputs file"),
+        ("img.jsonl", '{"prompt": "a", "image": "x.png"}\n', "prompts", "belongs in an inputs batch"),
         ("noimg.jsonl", '{"prompt": "a"}\n', "inputs", 'the "image" key is missing'),
         ("noprompt.txt", "a.png\n", "inputs", "has no prompt; write IMAGE<TAB>PROMPT"),
         ("emptyprompt.txt", "a.png\t \n", "inputs", "the prompt after 'a.png' is empty"),
@@ -182,7 +182,7 @@ def test_batch_file_errors_are_one_line_usage_errors(
         read_batch_file(path, kind=kind)  # type: ignore[arg-type]
     message = str(info.value)
     assert expected in message
-    assert message.startswith(f"--{kind} {path}")
+    assert message.startswith(f"{kind}_file={str(path)!r}")
     assert "\n" not in message
 
 
@@ -297,7 +297,7 @@ def test_item_output_overrides_inside_the_directory_or_template_folder() -> None
     ],
 )
 def test_bad_templates_are_usage_errors(template: str, expected: str) -> None:
-    with pytest.raises(UsageError, match=r"^-o ") as info:
+    with pytest.raises(UsageError, match=r"^output=") as info:
         render_output_path(template, BatchItem(index=0, prompt="a"), 1, "webm")
     assert expected in str(info.value)
 
@@ -350,7 +350,7 @@ def test_parse_shard(text: str, expected: tuple[int, int]) -> None:
 
 @pytest.mark.parametrize("text", ["0/2", "3/2", "1/0", "2", "a/b", "-1/2", "1/2/3", ""])
 def test_parse_shard_rejects(text: str) -> None:
-    with pytest.raises(UsageError, match=r"^--shard "):
+    with pytest.raises(UsageError, match=r"^shard="):
         parse_shard(text)
 
 
@@ -370,7 +370,7 @@ def test_select_shard_works_on_planned_jobs_and_is_deterministic(tmp_path: Path)
     jobs = plan_batch(items, tmp_path, base_seed=0, ext="webm")
     assert [job.index for job in select_shard(jobs, 1, 2)] == [0, 2, 4]
     assert [job.index for job in select_shard(jobs, 2, 2)] == [1, 3]
-    with pytest.raises(UsageError, match="--shard 3/2"):
+    with pytest.raises(UsageError, match="shard='3/2'"):
         select_shard(jobs, 3, 2)
 
 
@@ -640,7 +640,7 @@ def test_rerun_skips_finished_items_and_retries_failed_ones(tmp_path: Path) -> N
     forced = FakeRenderer()
     summary = run_batch(jobs, forced, render_key_for=forced.key, skip_finished=False)
     assert [result.status for result in summary.results] == ["failed"] * 3
-    assert "exists and is already rendered; pass --overwrite" in (summary.results[0].error or "")
+    assert "exists and is already rendered; pass overwrite=True" in (summary.results[0].error or "")
     summary = run_batch(jobs, forced, render_key_for=forced.key, skip_finished=False, overwrite=True)
     assert [result.status for result in summary.results] == ["ok"] * 3
     assert all(job.replace for job in forced.calls)
@@ -665,7 +665,7 @@ def test_existing_output_without_manifest_is_never_replaced_silently(tmp_path: P
     render = FakeRenderer()
     summary = run_batch(jobs, render, render_key_for=render.key)
     assert [result.status for result in summary.results] == ["ok", "failed", "ok"]
-    assert "has no layeranim manifest beside it; pass --overwrite" in (summary.results[1].error or "")
+    assert "has no layeranim manifest beside it; pass overwrite=True" in (summary.results[1].error or "")
     assert jobs[1].output.read_text() == "someone else's file"
     summary = run_batch(jobs, render, render_key_for=render.key, overwrite=True)
     assert [result.status for result in summary.results] == ["skipped", "ok", "skipped"]
@@ -714,7 +714,7 @@ CI_JOB = REPO / "examples" / "ci" / "render-assets.yml"
 FAKE_LAYERANIM = """
 import argparse, json, os, sys
 from pathlib import Path
-from layeranim.batch import (BatchJob, RenderResult, build_manifest, parse_shard, plan_batch,
+from layeranim.render.batch import (BatchJob, RenderResult, build_manifest, parse_shard, plan_batch,
                              read_batch_file, render_key, run_batch, select_shard)
 
 Path(os.environ["FAKE_ARGV"]).write_text(json.dumps(sys.argv[1:]))

@@ -20,8 +20,8 @@ from typer.main import get_command
 from typer.testing import CliRunner
 
 import layeranim.cli.generate  # noqa: F401  (registers the command)
-from layeranim.batch import manifest_path, read_batch_file, read_manifest
 from layeranim.cli import app
+from layeranim.render.batch import manifest_path, read_batch_file, read_manifest
 
 
 def _generate_options() -> set[str]:

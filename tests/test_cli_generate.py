@@ -173,9 +173,9 @@ def test_generate_bad_input_gives_one_error_line(
 def test_generate_with_trained_ifa_weights(runner: CliRunner, tmp_path: Path) -> None:
     import torch
 
-    from layeranim.components import ModelSpec, load_components, load_motion_adapter
     from layeranim.models.inter_frame_attention import save_ifa_weights
     from layeranim.pipelines.layeranimate import build_motion_unet
+    from layeranim.render.components import ModelSpec, load_components, load_motion_adapter
 
     spec = ModelSpec.for_preset("tiny")
     c = load_components(spec, device=torch.device("cpu"), dtype=torch.float32)

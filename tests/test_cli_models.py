@@ -11,9 +11,11 @@ import huggingface_hub
 import pytest
 from typer.testing import CliRunner
 
-from layeranim import components, devices, weights
-from layeranim.cli import _model_options, app
+from layeranim import weights
+from layeranim.cli import app
 from layeranim.errors import UsageError
+from layeranim.render import components, devices, settings
+from layeranim.render.settings import ModelSettings
 
 COMMIT = "b" * 40
 
@@ -150,20 +152,20 @@ def test_doctor_json_and_text(hub_cache: Path) -> None:
 
 
 def test_model_option_constants_mirror_the_library() -> None:
-    assert _model_options.DEVICE_CHOICES == devices.DEVICE_CHOICES
-    assert _model_options.DTYPE_CHOICES == devices.DTYPE_CHOICES
-    assert _model_options.PRESETS == components.PRESETS
-    assert _model_options.FAMILIES == weights.FAMILIES
+    # The CLI's options read these from the torch-free settings module; the hub-backed table must agree.
+    assert settings.FAMILIES == weights.FAMILIES
+    assert settings.DEVICE_CHOICES == devices.DEVICE_CHOICES
+    assert settings.PRESETS == components.PRESETS
 
 
-def test_model_spec_from_options(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    spec = _model_options.model_spec_from_options(family="SDXL", model="me/my-sdxl")
+def test_model_settings_spec(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    spec = ModelSettings(family="SDXL", base="me/my-sdxl").spec()
     assert spec.family == "sdxl" and spec.base == "me/my-sdxl" and spec.preset is None
-    with pytest.raises(UsageError, match="--preset tiny is SD1"):
-        _model_options.model_spec_from_options(preset="tiny", family="sdxl")
-    with pytest.raises(UsageError, match="--preset 'big'"):
-        _model_options.model_spec_from_options(preset="big")
+    with pytest.raises(UsageError, match="preset='tiny' is SD1"):
+        ModelSettings(preset="tiny", family="sdxl")
+    with pytest.raises(UsageError, match="preset='big'"):
+        ModelSettings(preset="big")
     monkeypatch.setenv("LAYERANIM_HOME", str(tmp_path))
-    spec = _model_options.model_spec_from_options(preset="tiny", motion_adapter="owner/adapter")
+    spec = ModelSettings(preset="tiny", motion_adapter="owner/adapter").spec()
     assert spec.base == tmp_path / "presets" / "tiny-v1" / "base"
     assert spec.motion_adapter == "owner/adapter"

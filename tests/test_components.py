@@ -13,10 +13,11 @@ import torch
 from diffusers import MotionAdapter, StableDiffusionPipeline
 from safetensors.torch import save_file
 
-from layeranim import components, weights
-from layeranim.components import ModelSpec, load_components, load_motion_adapter
+from layeranim import weights
 from layeranim.errors import StateDictMismatchError, UsageError, WeightsError
-from layeranim.presets import ensure_tiny_preset
+from layeranim.render import components
+from layeranim.render.components import ModelSpec, load_components, load_motion_adapter
+from layeranim.render.presets import ensure_tiny_preset
 
 CPU = torch.device("cpu")
 
@@ -35,9 +36,9 @@ def empty_hub_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
 
 
 def test_spec_validation_and_defaults(tiny_root: Path) -> None:
-    with pytest.raises(UsageError, match="--family 'sd2'"):
+    with pytest.raises(UsageError, match="family='sd2'"):
         ModelSpec(family="sd2")
-    with pytest.raises(UsageError, match="--preset 'huge'"):
+    with pytest.raises(UsageError, match="preset='huge'"):
         ModelSpec.for_preset("huge", root=tiny_root)
     spec = ModelSpec(family="sdxl")
     assert spec.ref("base") == weights.DEFAULT_SOURCES["sdxl"]["base"]
@@ -213,5 +214,5 @@ def test_pickled_objects_are_refused(tmp_path: Path) -> None:
 def test_motion_adapter_bad_suffix(tmp_path: Path) -> None:
     path = tmp_path / "adapter.txt"
     path.write_text("x")
-    with pytest.raises(UsageError, match="--motion-adapter"):
+    with pytest.raises(UsageError, match="motion_adapter="):
         load_motion_adapter(path)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from layeranim import devices
 from layeranim.errors import UsageError
+from layeranim.render import devices
 
 
 @pytest.fixture
@@ -44,8 +44,8 @@ def test_unavailable_device_names_option_value_and_alternatives(machine) -> None
     with pytest.raises(UsageError) as info:
         devices.select_device("cuda")
     message = str(info.value)
-    assert "--device" in message and "'cuda'" in message and "cpu" in message
-    with pytest.raises(UsageError, match="--device 'mps'"):
+    assert "device=" in message and "'cuda'" in message and "cpu" in message
+    with pytest.raises(UsageError, match="device='mps'"):
         devices.select_device("mps")
 
 
@@ -83,12 +83,12 @@ def test_dtype_names_on_cpu(name: str, expected: torch.dtype) -> None:
 def test_fp16_on_cpu_is_refused_with_the_fix() -> None:
     with pytest.raises(UsageError) as info:
         devices.select_dtype(torch.device("cpu"), "fp16")
-    assert "--dtype fp16" in str(info.value) and "--dtype fp32" in str(info.value)
+    assert "dtype='fp16'" in str(info.value) and "dtype='fp32'" in str(info.value)
 
 
 def test_bf16_on_a_cuda_device_without_bf16(machine) -> None:
     machine(cuda=True, bf16=False)
-    with pytest.raises(UsageError, match="--dtype fp16"):
+    with pytest.raises(UsageError, match="dtype='fp16'"):
         devices.select_dtype(torch.device("cuda"), "bf16")
     machine(cuda=True, bf16=True)
     assert devices.select_dtype(torch.device("cuda"), "bf16") == torch.bfloat16
@@ -96,7 +96,7 @@ def test_bf16_on_a_cuda_device_without_bf16(machine) -> None:
 
 
 def test_unknown_dtype() -> None:
-    with pytest.raises(UsageError, match="--dtype 'int8'"):
+    with pytest.raises(UsageError, match="dtype='int8'"):
         devices.select_dtype(torch.device("cpu"), "int8")
 
 

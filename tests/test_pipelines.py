@@ -6,15 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from layeranim.components import Components, ModelSpec, load_components, load_motion_adapter
 from layeranim.errors import UsageError
 from layeranim.models.inter_frame_attention import save_ifa_weights
 from layeranim.pipelines.layeranimate import LayerAnimatePipeline, build_motion_unet
-from layeranim.pipelines.layerdiffuse import (
-    LayerDiffusePipeline,
-    load_adjusted_latent,
-    save_adjusted_latent,
-)
+from layeranim.pipelines.layerdiffuse import LayerDiffusePipeline
+from layeranim.render.components import Components, ModelSpec, load_components, load_motion_adapter
+from layeranim.render.inputs import load_latent
+from layeranim.render.outputs import save_latent
 
 SIZE = 64
 FRAMES = 5  # middle = 2
@@ -105,8 +103,8 @@ def test_stage_one_rejects_sizes_the_vae_cannot_take(stage_one: LayerDiffusePipe
 def test_latent_sidecar_round_trip(tmp_path, stage_one: LayerDiffusePipeline) -> None:
     out = run_stage_one(stage_one, tta=False)
     path = tmp_path / "img.latent.safetensors"
-    save_adjusted_latent(path, out.latents[:1], {"prompt": "lower newer", "seed": 0})
-    latent, meta = load_adjusted_latent(path)
+    save_latent(path, out.latents[:1], {"prompt": "lower newer", "seed": 0})
+    latent, meta = load_latent(path)
     assert torch.equal(latent, out.latents[:1])
     assert meta["prompt"] == "lower newer" and meta["seed"] == "0"
 

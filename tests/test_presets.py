@@ -11,8 +11,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from layeranim import presets
-from layeranim.components import ModelSpec, _emit_tiny_notice, load_components
+from layeranim.render import presets
+from layeranim.render.components import ModelSpec, _emit_tiny_notice, load_components
 
 
 def file_digests(root: Path) -> dict[str, str]:
@@ -117,7 +117,7 @@ def test_preset_loads_through_the_normal_loader_and_exercises_every_path(tiny_ro
 def test_tiny_notice_is_logged_once(tiny_root: Path, caplog: pytest.LogCaptureFixture) -> None:
     assert "noise" in presets.TINY_NOTICE
     _emit_tiny_notice.cache_clear()
-    with caplog.at_level(logging.WARNING, logger="layeranim.components"):
+    with caplog.at_level(logging.WARNING, logger="layeranim.render.components"):
         ModelSpec.for_preset("tiny", root=tiny_root)
         ModelSpec.for_preset("tiny", root=tiny_root)
     assert [r.getMessage() for r in caplog.records].count(presets.TINY_NOTICE) == 1

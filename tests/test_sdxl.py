@@ -22,11 +22,12 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProject
 from typer.testing import CliRunner
 
 from layeranim.cli import app
-from layeranim.components import Components, ModelSpec, load_components
 from layeranim.errors import UsageError, WeightsError
 from layeranim.models.layerdiffuse_unet import apply_layerdiffuse_sdxl, sdxl_attn_state_dict_shapes
 from layeranim.models.transparent_vae import TransparentVAEDecoder, TransparentVAEEncoder
-from layeranim.pipelines.layerdiffuse import LayerDiffusePipeline, load_adjusted_latent
+from layeranim.pipelines.layerdiffuse import LayerDiffusePipeline
+from layeranim.render.components import Components, ModelSpec, load_components
+from layeranim.render.inputs import load_latent
 
 SIZE = 64  # pixels; the transparency decoder needs multiples of 64
 LATENT = SIZE // 8
@@ -413,12 +414,12 @@ def test_load_components_refuses_a_family_that_does_not_match_the_unet(
     tiny_sdxl: dict[str, Any], tmp_path: Path
 ) -> None:
     sdxl_as_sd15 = ModelSpec(family="sd15", base=tiny_sdxl["base"], transparent_attn=tiny_sdxl["attn_file"])
-    with pytest.raises(UsageError, match=r"is an SDXL model .*pass --family sdxl"):
+    with pytest.raises(UsageError, match=r"is an SDXL model .*pass family='sdxl'"):
         load_components(sdxl_as_sd15, device=torch.device("cpu"), dtype=torch.float32)
     sd15_base = tmp_path / "sd15"
     (sd15_base / "unet").mkdir(parents=True)  # an SD1.5 UNet config: no added text_time conditioning
     (sd15_base / "unet" / "config.json").write_text(json.dumps({"_class_name": "UNet2DConditionModel"}))
-    with pytest.raises(UsageError, match=r"is not an SDXL model .*pass --family sd15"):
+    with pytest.raises(UsageError, match=r"is not an SDXL model .*pass family='sd15'"):
         load_components(sdxl_spec(tiny_sdxl, base=sd15_base), device=torch.device("cpu"), dtype=torch.float32)
 
 
@@ -440,7 +441,7 @@ def test_cli_image_family_sdxl(loaded: Components, tiny_sdxl: dict[str, Any], tm
     with Image.open(out) as image:
         assert image.mode == "RGBA" and image.size == (SIZE, SIZE)
         rgba_hwc_uint8 = np.asarray(image)
-    latent, meta = load_adjusted_latent(Path(report["latent"]))
+    latent, meta = load_latent(Path(report["latent"]))
     assert latent.shape == (1, 4, LATENT, LATENT) and meta["family"] == "sdxl"
     # the same run through the library (the CLI's defaults: guidance 7, empty negative, Euler ancestral)
     expected = run(make_pipeline(loaded), seed=9, guidance_scale=7.0)

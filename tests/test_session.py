@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from layeranim.components import ModelSpec
 from layeranim.errors import UsageError
 from layeranim.pipelines.layeranimate import LayerAnimatePipeline
 from layeranim.pipelines.layerdiffuse import LayerDiffusePipeline
-from layeranim.session import RenderSession
+from layeranim.render.components import ModelSpec
+from layeranim.render.session import RenderSession
 
 
 @pytest.fixture(scope="module")
@@ -18,9 +18,9 @@ def tiny() -> ModelSpec:
 
 
 def test_offload_needs_an_accelerator_and_a_known_mode(tiny: ModelSpec) -> None:
-    with pytest.raises(UsageError, match="--offload model"):
+    with pytest.raises(UsageError, match="offload='model'"):
         RenderSession(tiny, torch.device("cpu"), torch.float32, offload="model")
-    with pytest.raises(UsageError, match="--offload 'disk'"):
+    with pytest.raises(UsageError, match="offload='disk'"):
         RenderSession(tiny, torch.device("cuda"), torch.float32, offload="disk")
 
 
@@ -47,7 +47,7 @@ def test_offload_loads_on_cpu_and_hooks_every_pipeline(
 
 
 def test_models_load_once_per_session(tiny: ModelSpec, monkeypatch: pytest.MonkeyPatch) -> None:
-    import layeranim.session as session_module
+    import layeranim.render.session as session_module
 
     loads = []
     real = session_module.load_components
@@ -61,5 +61,5 @@ def test_models_load_once_per_session(tiny: ModelSpec, monkeypatch: pytest.Monke
 
 def test_stage_two_refuses_sdxl_before_loading_anything() -> None:
     spec = ModelSpec(family="sdxl", base="/nonexistent/sdxl")
-    with pytest.raises(UsageError, match="--family sdxl"):
+    with pytest.raises(UsageError, match="family='sdxl'"):
         RenderSession(spec, torch.device("cpu"), torch.float32, will_animate=True)

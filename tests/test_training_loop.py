@@ -257,8 +257,8 @@ def test_resume_gives_the_same_next_step_losses(dataset_dir: Path, tmp_path: Pat
 
 
 def test_exported_weights_load_in_animate(dataset_dir: Path, tmp_path: Path) -> None:
-    from layeranim.components import ModelSpec
-    from layeranim.session import RenderSession
+    from layeranim.render.components import ModelSpec
+    from layeranim.render.session import RenderSession
 
     models = fresh_models()
     result = train(

@@ -53,7 +53,7 @@ def test_default_table_is_complete_and_consistent() -> None:
 
 
 def test_default_source_rejects_unknown_names() -> None:
-    with pytest.raises(UsageError, match="--family 'sd3'"):
+    with pytest.raises(UsageError, match="family='sd3'"):
         weights.default_source("sd3", "base")
     with pytest.raises(UsageError, match="'vae'"):
         weights.default_source("sd15", "vae")

@@ -7,6 +7,8 @@ Public API (imported lazily, so `layeranim --version` does not pay for torch and
 - `LayerAnimatePipeline`, `build_motion_unet`: stage two, RGBA image or latent → RGBA frames.
 - `InterFrameAttnProcessor`, `install_inter_frame_attention`: the paper's Inter-Frame Attention.
 - `ModelSpec`, `load_components`, `RenderSession`: weights and a loaded-once render session.
+- `layeranim.render`: the typed render API the CLI uses (requests in, files + manifests out):
+  `render.image`, `render.animate`, `render.generate`, `render.run_batch`.
 - `video_io`: reading and writing alpha video.
 """
 
@@ -15,7 +17,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from layeranim._version import __version__
 
 _EXPORTS = {
     "TransparentVAEEncoder": "layeranim.models.transparent_vae",
@@ -25,9 +27,9 @@ _EXPORTS = {
     "LayerDiffusePipeline": "layeranim.pipelines.layerdiffuse",
     "LayerAnimatePipeline": "layeranim.pipelines.layeranimate",
     "build_motion_unet": "layeranim.pipelines.layeranimate",
-    "ModelSpec": "layeranim.components",
-    "load_components": "layeranim.components",
-    "RenderSession": "layeranim.session",
+    "ModelSpec": "layeranim.render.components",
+    "load_components": "layeranim.render.components",
+    "RenderSession": "layeranim.render.session",
 }
 
 __all__ = [
@@ -45,12 +47,12 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from layeranim.components import ModelSpec, load_components
     from layeranim.models.inter_frame_attention import InterFrameAttnProcessor, install_inter_frame_attention
     from layeranim.models.transparent_vae import TransparentVAEDecoder, TransparentVAEEncoder
     from layeranim.pipelines.layeranimate import LayerAnimatePipeline, build_motion_unet
     from layeranim.pipelines.layerdiffuse import LayerDiffusePipeline
-    from layeranim.session import RenderSession
+    from layeranim.render.components import ModelSpec, load_components
+    from layeranim.render.session import RenderSession
 
 
 def __getattr__(name: str) -> Any:

@@ -4,7 +4,7 @@ This is the only module that touches the network. Everything goes through `hf_hu
 `snapshot_download`, so the hub cache (`HF_HOME` / `HF_HUB_CACHE`), offline mode (`HF_HUB_OFFLINE=1`)
 and the token (`HF_TOKEN` or `hf auth login`) work the way huggingface_hub documents them.
 
-A weights reference (`--model`, `--motion-adapter`, …) is one of:
+A weights reference (`base`, `motion_adapter`, … of a `ModelSpec`) is one of:
 
 - a local file or folder: `./realisticVision.safetensors`, `~/models/my-adapter/`;
 - a hub repository (a diffusers folder): `owner/name`, optionally `owner/name@revision`;
@@ -33,7 +33,7 @@ from huggingface_hub import constants as hub_constants
 from huggingface_hub import errors as hub_errors
 from huggingface_hub.file_download import repo_folder_name
 
-from layeranim import __version__
+from layeranim._version import __version__
 from layeranim.errors import UsageError, WeightsError
 
 logger = logging.getLogger(__name__)
@@ -220,7 +220,7 @@ EVAL_SOURCES: dict[str, WeightSource] = {
 def default_source(family: str, component: str) -> WeightSource:
     """The default weights for a family's component, from `DEFAULT_SOURCES`."""
     if family not in DEFAULT_SOURCES:
-        raise UsageError(f"--family {family!r} is not a model family; use one of {', '.join(FAMILIES)}.")
+        raise UsageError(f"family={family!r} is not a model family; use one of {', '.join(FAMILIES)}.")
     if component not in DEFAULT_SOURCES[family]:
         raise UsageError(
             f"component {component!r} is not one of {', '.join(DEFAULT_SOURCES[family])} (family {family})."

@@ -7,6 +7,7 @@ stderr through one rich console. Known errors become one `Error: …` line with 
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
@@ -20,10 +21,11 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from typer import _click as click  # Typer vendors click
 from typer._click import exceptions as click_exc  # Typer vendors click; its errors live here
 
-from layeranim import __version__
-from layeranim.errors import LayerAnimError
+from layeranim._version import __version__
+from layeranim.cli._errors import translate
 
 console = Console(stderr=True, highlight=False)
 
@@ -40,8 +42,39 @@ def error_line(message: str) -> None:
     typer.echo(f"Error: {text}", err=True)
 
 
+# Sub-commands by name → the module that registers them (imported only when that command runs, or for
+# `--help`), so `layeranim --version` and `layeranim info` do not pay for torch, diffusers or the hub.
+COMMANDS: dict[str, str] = {
+    "animate": "layeranim.cli.animate",
+    "compose": "layeranim.cli.compose",
+    "convert": "layeranim.cli.convert",
+    "dataset": "layeranim.cli.dataset",
+    "doctor": "layeranim.cli.doctor",
+    "eval": "layeranim.cli.eval",
+    "generate": "layeranim.cli.generate",
+    "image": "layeranim.cli.image",
+    "info": "layeranim.cli.info",
+    "layers": "layeranim.cli.layers",
+    "models": "layeranim.cli.models",
+    "preview": "layeranim.cli.preview",
+    "train": "layeranim.cli.train",
+}
+
+
 class LayerAnimGroup(typer.core.TyperGroup):
-    """A click group whose `main` is the one error translator for every command."""
+    """The root group: sub-commands registered lazily from `COMMANDS`, and `main` as the one error
+    translator for every command."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(self.commands) | set(COMMANDS))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            importlib.import_module(COMMANDS[cmd_name])
+            command = _click_command(cmd_name)
+            if command is not None:
+                self.add_command(command, cmd_name)
+        return self.commands.get(cmd_name)
 
     def main(  # type: ignore[override]
         self,
@@ -68,11 +101,6 @@ class LayerAnimGroup(typer.core.TyperGroup):
         except (typer.Abort, KeyboardInterrupt):
             error_line("interrupted; no partial output was kept.")
             sys.exit(130)
-        except LayerAnimError as exc:
-            if debug_enabled():
-                raise
-            error_line(str(exc))
-            sys.exit(exc.exit_code)
         except click_exc.ClickException as exc:
             if debug_enabled():
                 raise
@@ -83,6 +111,10 @@ class LayerAnimGroup(typer.core.TyperGroup):
         except Exception as exc:
             if debug_enabled():
                 raise
+            known = translate(exc)
+            if known is not None:
+                error_line(known[0])
+                sys.exit(known[1])
             error_line(
                 f"unexpected {type(exc).__name__}: {exc}. Re-run with {DEBUG_ENV}=1 for the traceback "
                 "and report it."
@@ -92,6 +124,29 @@ class LayerAnimGroup(typer.core.TyperGroup):
         if code == 130:  # Typer turns Ctrl-C into Exit(130) before we see it
             error_line("interrupted; no partial output was kept.")
         sys.exit(code)
+
+
+def _click_command(name: str) -> click.Command | None:
+    """The click command for `name` from what its module registered on `app` (a command or a group)."""
+    from typer.main import get_command_from_info, get_command_name, get_group_from_info
+
+    for info in app.registered_commands:
+        callback_name = get_command_name(info.callback.__name__) if info.callback else None
+        if (info.name or callback_name) == name:
+            return get_command_from_info(
+                info,
+                pretty_exceptions_short=app.pretty_exceptions_short,
+                rich_markup_mode=app.rich_markup_mode,
+            )
+    for group in app.registered_groups:
+        if group.name == name or (group.typer_instance and group.typer_instance.info.name == name):
+            return get_group_from_info(
+                group,
+                pretty_exceptions_short=app.pretty_exceptions_short,
+                rich_markup_mode=app.rich_markup_mode,
+                suggest_commands=app.suggest_commands,
+            )
+    return None
 
 
 app = typer.Typer(
@@ -121,9 +176,29 @@ def _root(
             "--version", callback=_version_callback, is_eager=True, help="Print the version and exit."
         ),
     ] = False,
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            "--threads",
+            min=1,
+            help="CPU threads for torch's math (default: torch's own choice, one per core). Fewer leaves "
+            "cores to other jobs on a shared machine.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Generate and convert transparent (RGBA) videos: WebM VP9 alpha, ProRes 4444, APNG, PNG sequences."""
     configure_logging()
+    if threads is not None:
+        set_threads(threads)
+
+
+def set_threads(threads: int) -> None:
+    """Intra-op threads: through the environment before torch loads (OpenMP reads it once), else directly."""
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(threads)
 
 
 class _StderrHandler(logging.Handler):
@@ -148,6 +223,9 @@ def configure_logging() -> None:
 
 def main() -> None:
     """Console-script entry point."""
+    # OpenMP's spinning barriers burn the other cores while torch waits (measured: many times slower on
+    # shared machines); set before torch is imported, and only when the user has not chosen.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     app()
 
 

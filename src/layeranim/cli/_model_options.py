@@ -1,28 +1,18 @@
 """Options shared by every generating command (`image`, `animate`, `generate`): weights, device, sampling.
 
-Use them as parameter annotations, then build the run's `ModelSpec` with `model_spec_from_options`:
-
-    def image(prompt: str, preset: PresetOpt = None, model: ModelOpt = None, family: FamilyOpt = "sd15", ...):
-        spec = model_spec_from_options(preset=preset, family=family, model=model, ...)
+Use them as parameter annotations; `layeranim.cli._options` groups them and builds the run's
+`layeranim.render.ModelSettings` from their values.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
-from layeranim.errors import UsageError
-
-if TYPE_CHECKING:
-    from layeranim.components import ModelSpec
-
-# Mirrors of layeranim.devices / layeranim.components constants (tested equal), so that defining the options
-# does not import torch: every command's startup would pay for it.
-DEVICE_CHOICES = ("auto", "cuda", "mps", "cpu")
-DTYPE_CHOICES = ("auto", "fp32", "fp16", "bf16")
-PRESETS = ("tiny",)
-FAMILIES = ("sd15", "sdxl")
+# From the torch-free settings module (tested equal to render.devices / render.components / weights), so
+# that defining the options imports neither torch nor the hub: every command's startup would pay for it.
+from layeranim.render.settings import DEVICE_CHOICES, DTYPE_CHOICES, FAMILIES
 
 _WEIGHTS = "Weights"
 _RUN = "Device and sampling"
@@ -135,34 +125,3 @@ HeightOpt = Annotated[
         rich_help_panel=_RUN,
     ),
 ]
-
-
-def model_spec_from_options(
-    *,
-    preset: str | None = None,
-    family: str = "sd15",
-    model: str | None = None,
-    transparent_attn: str | None = None,
-    transparent_encoder: str | None = None,
-    transparent_decoder: str | None = None,
-    motion_adapter: str | None = None,
-) -> ModelSpec:
-    """The run's `ModelSpec` from the weights options (a preset's components can be overridden one by one)."""
-    from layeranim.components import ModelSpec
-
-    family = family.strip().lower()
-    overrides = {
-        "base": model,
-        "transparent_attn": transparent_attn,
-        "transparent_encoder": transparent_encoder,
-        "transparent_decoder": transparent_decoder,
-        "motion_adapter": motion_adapter,
-    }
-    if preset is None:
-        return ModelSpec(family=family, **overrides)
-    preset = preset.strip().lower()
-    if preset not in PRESETS:
-        raise UsageError(f"--preset {preset!r} is not a preset; use one of {', '.join(PRESETS)}.")
-    if family != "sd15":
-        raise UsageError(f"--preset {preset} is SD1.5-shaped; drop --family {family} (or drop --preset).")
-    return ModelSpec.for_preset(preset, **overrides)

@@ -8,8 +8,6 @@ from typing import Annotated
 
 import typer
 
-from layeranim import alpha as alpha_ops
-from layeranim import video_io
 from layeranim.cli._common import (
     AlphaModeChoice,
     AlphaModeOpt,
@@ -26,9 +24,10 @@ from layeranim.cli._common import (
     app,
     note,
     print_json,
-    progress_bar,
 )
+from layeranim.cli._render import notifier, stage_progress
 from layeranim.errors import UsageError
+from layeranim.render.settings import OutputSettings
 
 _RESIZE_RE = re.compile(r"^\s*(\d+)\s*[xX×]\s*(\d+)\s*$")
 
@@ -58,15 +57,6 @@ def parse_resize(text: str) -> tuple[int, int]:
             "the aspect ratio."
         )
     return int(match.group(1)), int(match.group(2))
-
-
-def _target_size(size: tuple[int, int], height: int, width: int) -> tuple[int, int]:
-    new_width, new_height = size
-    if new_width == 0:
-        new_width = max(1, round(width * new_height / height))
-    if new_height == 0:
-        new_height = max(1, round(height * new_width / width))
-    return new_width, new_height
 
 
 @app.command(epilog=CONVERT_EPILOG)
@@ -119,78 +109,43 @@ def convert(
 
     The output's extension (or --format) picks the format. Outputs that would drop alpha are refused.
     """
-    # 1. Check every argument and the output before decoding anything.
-    size = parse_resize(resize) if resize is not None else None
-    background_rgb = alpha_ops.parse_color(background) if background is not None else None
-    if stop is not None and stop <= start:
-        raise UsageError(f"--stop {stop} must be greater than --start {start}; --stop is exclusive.")
-    spec = video_io.check_output(output, format=format, overwrite=overwrite)
-    if preview:
-        preview_target = video_io.preview_path(output)
-        if preview_target.exists() and not overwrite:
-            raise UsageError(
-                f"preview {str(preview_target)!r} already exists; pass --overwrite to replace it."
-            )
-    source_info = video_io.probe(input)
+    from layeranim.render.convert import ConvertRequest, convert
 
-    # 2. Read the frames.
-    with progress_bar("reading", source_info.frames or None, quiet) as on_read:
-        clip = video_io.read_video(input, start=start, stop=stop, step=step, progress=on_read)
-    rgba_fhwc_uint8 = clip.rgba_fhwc_uint8
-    if not source_info.has_alpha and background_rgb is None:
-        note(f"note: {input} stores no alpha; the output will be opaque.", quiet)
-
-    # 3. Transform: resize (premultiplied, so edges stay clean), then flatten.
-    if size is not None:
-        height, width = rgba_fhwc_uint8.shape[1:3]
-        new_width, new_height = _target_size(size, height, width)
-        rgba_fhwc_uint8 = alpha_ops.resize_rgba_frames(rgba_fhwc_uint8, new_width, new_height)
-    if background_rgb is not None:
-        rgba_fhwc_uint8 = alpha_ops.flatten_onto_color(rgba_fhwc_uint8, background_rgb)
-    out_fps = fps if fps is not None else clip.fps
-    if step > 1 and fps is None:
-        out_fps = clip.fps / step  # keep the clip's duration when dropping frames
-
-    # 4. Write (to a temporary name, renamed when complete), then the preview.
-    with progress_bar("writing", len(rgba_fhwc_uint8), quiet) as on_write:
-        info = video_io.write_video(
-            output,
-            rgba_fhwc_uint8,
-            out_fps,
-            format=spec.name,
+    request = ConvertRequest(
+        input=input,
+        output=output,
+        fps=fps,
+        start=start,
+        stop=stop,
+        step=step,
+        resize=parse_resize(resize) if resize is not None else None,
+        background=background,
+        output_settings=OutputSettings(
+            format=format,
             quality=quality,
             lossless=lossless,
             alpha_mode=alpha_mode.value,
             loop=loop,
+            preview=preview,
             overwrite=overwrite,
-            progress=on_write,
+        ),
+    )
+    with stage_progress(quiet) as progress:
+        outcome = convert(
+            request,
+            progress=lambda phase, done, total: progress("convert", phase, done, total),
+            notify=notifier(quiet),
         )
-    preview_written = None
-    if preview:
-        preview_written = video_io.write_preview(output, rgba_fhwc_uint8, out_fps, overwrite=overwrite)
-        kind = "MP4 (H.264)" if preview_written.suffix == ".mp4" else "GIF (no H.264 encoder in this build)"
-        note(f"preview: {preview_written} ({kind})", quiet)
-
-    # 5. Report.
+    info = outcome.info
+    if outcome.preview is not None:
+        kind = "MP4 (H.264)" if outcome.preview.suffix == ".mp4" else "GIF (no H.264 encoder in this build)"
+        note(f"preview: {outcome.preview} ({kind})", quiet)
     if json_output:
-        print_json(
-            {
-                "output": str(info.path),
-                "format": info.format,
-                "codec": info.codec,
-                "pix_fmt": info.pix_fmt,
-                "frames": info.frames,
-                "fps": info.fps,
-                "width": info.width,
-                "height": info.height,
-                "has_alpha": info.has_alpha,
-                "preview": str(preview_written) if preview_written is not None else None,
-            }
-        )
+        print_json(outcome.to_json())
         return
     alpha_text = "alpha stored" if info.has_alpha else "no alpha"
     note(
-        f"wrote {info.frames} frames, {info.width}x{info.height} at {info.fps:g} fps: {spec.name} "
+        f"wrote {info.frames} frames, {info.width}x{info.height} at {info.fps:g} fps: {outcome.format_name} "
         f"[{info.codec}, {info.pix_fmt}], {alpha_text}",
         quiet,
     )

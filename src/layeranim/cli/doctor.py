@@ -9,7 +9,8 @@ from typing import Any
 
 import typer
 
-from layeranim import __version__, weights
+from layeranim import weights
+from layeranim._version import __version__
 from layeranim.cli._common import JsonOpt, app, print_json
 from layeranim.errors import UsageError
 
@@ -47,7 +48,7 @@ def collect_devices() -> dict[str, Any]:
     """Devices, the auto choices, and which dtypes each available device accepts."""
     import torch
 
-    from layeranim import devices
+    from layeranim.render import devices
 
     report: dict[str, Any] = {
         "available": devices.available_devices(),
@@ -68,6 +69,7 @@ def collect_devices() -> dict[str, Any]:
         report["cuda_version"] = torch.version.cuda
     auto = devices.select_device("auto")
     report["auto_device"] = str(auto)
+    report["cpu_threads"] = torch.get_num_threads()
     report["auto_dtype"] = devices.dtype_name(devices.select_dtype(auto, "auto"))
     support: dict[str, dict[str, bool]] = {}
     for kind in report["available"]:
@@ -104,7 +106,7 @@ def collect_video() -> dict[str, Any]:
 
 def collect_weights() -> dict[str, Any]:
     """The caches, and which default weights are present (no network)."""
-    from layeranim.presets import tiny_preset_root
+    from layeranim.render.presets import tiny_preset_root
 
     rows = [
         {
@@ -160,6 +162,7 @@ def doctor(json_output: JsonOpt = False) -> None:
     if not dev["cuda"]:
         echo("  cuda: not available")
     echo(f"  mps: {'available' if dev['mps'] else 'not available'}")
+    echo(f"  cpu threads: {dev['cpu_threads']} (set with `layeranim --threads N`)")
     for kind, support in dev["dtypes"].items():
         echo(f"  dtypes on {kind}: " + ", ".join(f"{name} {yes_no[ok]}" for name, ok in support.items()))
     echo(

@@ -241,7 +241,7 @@ def _is_set_folder(path: Path) -> bool:
 
 
 def _device(requested: str) -> str:
-    from layeranim.devices import select_device
+    from layeranim.render.devices import select_device
 
     return str(select_device(requested))
 

@@ -6,7 +6,7 @@ Everything else (ProRes .mov, FFV1 .mkv, APNG, WebP, GIF, PNG sequences, lossles
 not every browser plays) is converted: a VP9-alpha WebM copy is written into a `<page>_files/` folder
 beside the page (lossy, for looking at only; the page says which clips are copies).
 
-Given a folder, or batch manifests (`clip.webm.json` sidecars, see `layeranim.batch`), the page is a
+Given a folder, or batch manifests (`clip.webm.json` sidecars, see `layeranim.render.batch`), the page is a
 gallery that shows each output's prompt and seed.
 """
 

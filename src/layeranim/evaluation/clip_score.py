@@ -115,7 +115,7 @@ def _describe(source: object, folder: Path) -> str:
 def _load_folder(folder: Path, *, device: torch.device, dtype: torch.dtype, name: str) -> ClipScorer:
     from transformers import AutoTokenizer, CLIPModel
 
-    from layeranim.presets import transformers_progress_bars_off
+    from layeranim.render.presets import transformers_progress_bars_off
 
     folder = Path(folder)
     if not (folder / "config.json").is_file():
@@ -170,7 +170,7 @@ def build_tiny_clip(folder: Path) -> None:
     """Write a tiny random CLIPModel (seeded), the presets' toy tokenizer and a 32-pixel image processor."""
     from transformers import CLIPConfig, CLIPModel
 
-    from layeranim.presets import _EOS_ID, _TOY_VOCAB, _toy_tokenizer, transformers_progress_bars_off
+    from layeranim.render.presets import _EOS_ID, _TOY_VOCAB, _toy_tokenizer, transformers_progress_bars_off
 
     folder = Path(folder)
     folder.mkdir(parents=True)

@@ -377,7 +377,7 @@ def save_ifa_weights(
     `metadata` must hold `base_model`, `motion_adapter` and `frames` (strings); the format, its version, the
     layeranim version and the module count are added here.
     """
-    from layeranim import __version__  # at call time: layeranim/__init__ imports this module
+    from layeranim._version import __version__
 
     path = Path(path)
     if path.exists() and not overwrite:

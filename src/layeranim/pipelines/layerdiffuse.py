@@ -9,10 +9,8 @@ Axes: b = image in the batch, c = latent channels, h/w = latent height/width (pi
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -20,11 +18,9 @@ import torch
 from diffusers import AutoencoderKL, DiffusionPipeline, UNet2DConditionModel
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils import BaseOutput
-from safetensors.torch import load_file, save_file
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from layeranim import __version__
-from layeranim.errors import UsageError, VideoReadError, WeightsError
+from layeranim.errors import UsageError, WeightsError
 from layeranim.models.transparent_vae import (
     TransparentVAEDecoder,
     TransparentVAEEncoder,
@@ -35,8 +31,6 @@ from layeranim.pipelines._prompts import PromptEmbeddings, encode_prompt_sd15, e
 
 ProgressFn = Callable[[str, int, int], None]
 """progress(phase, done, total) with phase "denoise" or "decode"."""
-
-LATENT_FORMAT = "layeranim.adjusted_latent.v1"
 
 
 @dataclass
@@ -86,7 +80,7 @@ def check_sdxl_conditioning(unet_config: Any, text: PromptEmbeddings, *, num_tim
 class LayerDiffusePipeline(DiffusionPipeline):
     """Text-to-RGBA with a LayerDiffuse-patched SD1.5 or SDXL UNet.
 
-    The UNet is expected to carry the LayerDiffuse weights already (see `layeranim.components`).
+    The UNet is expected to carry the LayerDiffuse weights already (see `layeranim.render.components`).
     """
 
     model_cpu_offload_seq = "text_encoder->text_encoder_2->unet->vae->transparent_decoder"
@@ -233,36 +227,3 @@ class LayerDiffusePipeline(DiffusionPipeline):
                 progress("decode", b + 1, batch)
         self.maybe_free_model_hooks()
         return LayerDiffuseOutput(images=np.stack(images), latents=latents.float().cpu())
-
-
-def save_adjusted_latent(path: Path, latent_b4hw: torch.Tensor, metadata: dict[str, Any]) -> None:
-    """Write one adjusted latent (UNet space) as a safetensors sidecar that stage two starts from."""
-    from layeranim.video_io import atomic_output
-
-    if latent_b4hw.ndim != 4 or latent_b4hw.shape[0] != 1:
-        raise ValueError(f"expected one latent (1, c, h, w), got {tuple(latent_b4hw.shape)}")
-    meta = {"format": LATENT_FORMAT, "layeranim_version": __version__}
-    meta.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()})
-    with atomic_output(path, overwrite=True) as tmp:
-        save_file({"latent": latent_b4hw.detach().float().cpu().contiguous()}, str(tmp), metadata=meta)
-
-
-def load_adjusted_latent(path: Path) -> tuple[torch.Tensor, dict[str, str]]:
-    """Read a sidecar written by `save_adjusted_latent`: (latent (1, c, h, w) float32, metadata)."""
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-        tensors = load_file(str(path))
-    except Exception as exc:
-        raise VideoReadError(
-            f"{path}: not a readable safetensors latent ({exc}); pass the file that "
-            "`layeranim image --save-latent` wrote."
-        ) from exc
-    if meta.get("format") != LATENT_FORMAT or "latent" not in tensors:
-        raise VideoReadError(
-            f"{path}: not a layeranim adjusted latent (format {meta.get('format')!r}); pass the "
-            "file that `layeranim image --save-latent` wrote."
-        )
-    return tensors["latent"].float(), meta

@@ -260,7 +260,7 @@ def animate_layers(
     """
     import torch
 
-    from layeranim.devices import generator_for
+    from layeranim.render.devices import generator_for
     from layeranim.models.inter_frame_attention import middle_frame_index
     from layeranim.scene.region import (
         feather_weights,

@@ -111,7 +111,7 @@ class TrainingModels:
 
 def model_spec(config: ModelConfig) -> Any:
     """The `components.ModelSpec` a model config names (empty references take the preset's defaults)."""
-    from layeranim.components import ModelSpec
+    from layeranim.render.components import ModelSpec
 
     overrides = {
         "base": config.base_model or None,
@@ -134,8 +134,13 @@ def load_training_models(config: ModelConfig, *, device: torch.device, dtype: to
     """
     from diffusers import DDPMScheduler
 
-    from layeranim.components import load_components, load_motion_adapter, resolve_component, source_record
     from layeranim.pipelines.layeranimate import build_motion_unet
+    from layeranim.render.components import (
+        load_components,
+        load_motion_adapter,
+        resolve_component,
+        source_record,
+    )
 
     spec = model_spec(config)
     components = load_components(spec, device=device, dtype=dtype)

@@ -22,11 +22,11 @@ import torch
 
 from layeranim import weights
 from layeranim.errors import StateDictMismatchError, UsageError, WeightsError
-from layeranim.presets import TINY_NOTICE, ensure_tiny_preset, transformers_progress_bars_off
+from layeranim.render.presets import TINY_NOTICE, ensure_tiny_preset, transformers_progress_bars_off
+from layeranim.render.settings import PRESETS
 
 logger = logging.getLogger(__name__)
 
-PRESETS = ("tiny",)
 MOTION_MODULE_SUFFIXES = (".ckpt", ".pt", ".pth", ".safetensors")
 
 WeightsRef = str | Path | weights.WeightSource
@@ -53,10 +53,10 @@ class ModelSpec:
     def __post_init__(self) -> None:
         if self.family not in weights.FAMILIES:
             raise UsageError(
-                f"--family {self.family!r} is not a model family; use one of {', '.join(weights.FAMILIES)}."
+                f"family={self.family!r} is not a model family; use one of {', '.join(weights.FAMILIES)}."
             )
         if self.preset is not None and self.preset not in PRESETS:
-            raise UsageError(f"--preset {self.preset!r} is not a preset; use one of {', '.join(PRESETS)}.")
+            raise UsageError(f"preset={self.preset!r} is not a preset; use one of {', '.join(PRESETS)}.")
 
     @classmethod
     def for_preset(cls, name: str, *, root: Path | None = None, **overrides: WeightsRef | None) -> ModelSpec:
@@ -65,7 +65,7 @@ class ModelSpec:
         `overrides` replace single components (e.g. `motion_adapter=...`); None values are ignored.
         """
         if name not in PRESETS:
-            raise UsageError(f"--preset {name!r} is not a preset; use one of {', '.join(PRESETS)}.")
+            raise UsageError(f"preset={name!r} is not a preset; use one of {', '.join(PRESETS)}.")
         folder = ensure_tiny_preset(root)
         _emit_tiny_notice()
         components: dict[str, WeightsRef | None] = {
@@ -191,7 +191,7 @@ def _load_components(spec: ModelSpec, *, device: torch.device, dtype: torch.dtyp
     sources.update(source_record("transparent_attn", attn_path))
     if not attn_path.is_file():
         raise WeightsError(
-            f"--transparent-attn {attn_path} is a folder; give the LayerDiffuse .safetensors file "
+            f"transparent_attn={str(attn_path)!r} is a folder; give the LayerDiffuse .safetensors file "
             f"(e.g. {weights.default_source(spec.family, 'transparent_attn').ref})."
         )
     attn_state_dict = load_safetensors_file(attn_path)
@@ -255,13 +255,13 @@ def _check_diffusers_folder(folder: Path, family: str) -> None:
         unet_is_sdxl = _read_json(unet_config).get("addition_embed_type") == "text_time"
         if unet_is_sdxl and family != "sdxl":
             raise UsageError(
-                f"--model {folder} is an SDXL model (its UNet takes SDXL's text_time conditioning); "
-                "pass --family sdxl."
+                f"base={str(folder)!r} is an SDXL model (its UNet takes SDXL's text_time conditioning); "
+                "pass family='sdxl'."
             )
         if family == "sdxl" and not unet_is_sdxl:
             raise UsageError(
-                f"--model {folder} is not an SDXL model (its UNet has no text_time conditioning); pass "
-                "--family sd15 for an SD1.5 model, or give an SDXL base folder."
+                f"base={str(folder)!r} is not an SDXL model (its UNet has no text_time conditioning); pass "
+                "family='sd15' for an SD1.5 model, or give an SDXL base folder."
             )
     needed = ["unet", "vae", "text_encoder", "tokenizer", "scheduler"]
     if family == "sdxl":
@@ -269,8 +269,8 @@ def _check_diffusers_folder(folder: Path, family: str) -> None:
     missing = [name for name in needed if not (folder / name).is_dir()]
     if missing:
         raise WeightsError(
-            f"--model {folder} is not a diffusers {family} folder (missing {', '.join(missing)}/); give a "
-            "diffusers repository folder or one .safetensors/.ckpt checkpoint file."
+            f"base={str(folder)!r} is not a diffusers {family} folder (missing {', '.join(missing)}/); "
+            "give a diffusers repository folder or one .safetensors/.ckpt checkpoint file."
         )
 
 
@@ -306,8 +306,8 @@ def _load_single_file_base(spec: ModelSpec, checkpoint: Path, *, dtype: torch.dt
 
     if checkpoint.suffix not in weights.SINGLE_FILE_SUFFIXES:
         raise UsageError(
-            f"--model {checkpoint} is a {checkpoint.suffix or 'suffix-less'} file; give a .safetensors or "
-            ".ckpt checkpoint, or a diffusers folder."
+            f"base={str(checkpoint)!r} is a {checkpoint.suffix or 'suffix-less'} file; give a "
+            ".safetensors or .ckpt checkpoint, or a diffusers folder."
         )
     default = weights.default_source(spec.family, "base")
     try:
@@ -388,7 +388,7 @@ def load_motion_adapter(
         return adapter.eval().requires_grad_(False)
     if path.suffix not in MOTION_MODULE_SUFFIXES:
         raise UsageError(
-            f"--motion-adapter {path} is a {path.suffix or 'suffix-less'} file; give a diffusers "
+            f"motion_adapter={str(path)!r} is a {path.suffix or 'suffix-less'} file; give a diffusers "
             "MotionAdapter folder or repo id, or an AnimateDiff motion module "
             f"({', '.join(MOTION_MODULE_SUFFIXES)})."
         )

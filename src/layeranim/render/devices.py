@@ -12,11 +12,10 @@ import logging
 import torch
 
 from layeranim.errors import UsageError
+from layeranim.render.settings import DEVICE_CHOICES, DTYPE_CHOICES
 
 logger = logging.getLogger(__name__)
 
-DEVICE_CHOICES = ("auto", "cuda", "mps", "cpu")
-DTYPE_CHOICES = ("auto", "fp32", "fp16", "bf16")
 
 _DTYPE_NAMES: dict[str, torch.dtype] = {
     "fp32": torch.float32,
@@ -60,22 +59,22 @@ def select_device(requested: str = "auto") -> torch.device:
     kind = name.split(":", 1)[0]
     if kind not in DEVICE_CHOICES:
         raise UsageError(
-            f"--device {requested!r} is not a device; use one of {', '.join(DEVICE_CHOICES)} "
+            f"device={requested!r} is not a device; use one of {', '.join(DEVICE_CHOICES)} "
             f"(available here: {', '.join(available)})."
         )
     if kind not in available:
         hint = " (is a CUDA build of torch installed?)" if kind == "cuda" else ""
         raise UsageError(
-            f"--device {requested!r} is not available on this machine{hint}; available: "
-            f"{', '.join(available)}, or use --device auto."
+            f"device={requested!r} is not available on this machine{hint}; available: "
+            f"{', '.join(available)}, or use device='auto'."
         )
     try:
         device = torch.device(name)
     except RuntimeError as exc:
-        raise UsageError(f"--device {requested!r} is not a valid device name ({exc}).") from exc
+        raise UsageError(f"device={requested!r} is not a valid device name ({exc}).") from exc
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
         raise UsageError(
-            f"--device {requested!r}: there are only {torch.cuda.device_count()} CUDA device(s) "
+            f"device={requested!r}: there are only {torch.cuda.device_count()} CUDA device(s) "
             f"(use cuda:0 … cuda:{torch.cuda.device_count() - 1})."
         )
     return device
@@ -87,7 +86,7 @@ def parse_dtype(requested: str) -> torch.dtype | None:
     if name == "auto":
         return None
     if name not in _DTYPE_NAMES:
-        raise UsageError(f"--dtype {requested!r} is not a dtype; use one of {', '.join(DTYPE_CHOICES)}.")
+        raise UsageError(f"dtype={requested!r} is not a dtype; use one of {', '.join(DTYPE_CHOICES)}.")
     return _DTYPE_NAMES[name]
 
 
@@ -111,12 +110,12 @@ def select_dtype(device: torch.device, requested: str = "auto") -> torch.dtype:
         return torch.float32
     if dtype == torch.float16 and device.type == "cpu":
         raise UsageError(
-            "--dtype fp16 is not supported on the CPU (many CPU kernels have no half-precision version); "
-            "use --dtype fp32 or --dtype bf16."
+            "dtype='fp16' is not supported on the CPU (many CPU kernels have no half-precision version); "
+            "use dtype='fp32' or dtype='bf16'."
         )
     if dtype == torch.bfloat16 and not bf16_supported(device):
         raise UsageError(
-            f"--dtype bf16 is not supported by this GPU ({device}); use --dtype fp16 (or --dtype auto)."
+            f"dtype='bf16' is not supported by this GPU ({device}); use dtype='fp16' (or dtype='auto')."
         )
     return dtype
 

@@ -16,24 +16,21 @@ from typing import TypeVar
 import numpy as np
 import torch
 
-from layeranim.components import Components, ModelSpec, load_components, load_motion_adapter
-from layeranim.devices import generator_for
 from layeranim.errors import UsageError
 from layeranim.pipelines._schedulers import DEFAULT_SCHEDULER, make_scheduler
 from layeranim.pipelines.layeranimate import LayerAnimatePipeline, MotionUNet, build_motion_unet
 from layeranim.pipelines.layerdiffuse import LayerDiffusePipeline
+from layeranim.render.components import Components, ModelSpec, load_components, load_motion_adapter
+from layeranim.render.devices import generator_for
+from layeranim.render.settings import OFFLOAD_MODES, StageProgress
 
 logger = logging.getLogger(__name__)
 
-OFFLOAD_MODES = ("none", "model", "sequential")
 _SD15_ONLY = (
-    "--family {family}: stage two (animate/generate) runs on SD1.5 AnimateDiff motion modules; use "
-    "--family sd15 (stage one, `layeranim image`, supports sdxl)."
+    "family={family!r}: stage two (animate/generate) runs on SD1.5 AnimateDiff motion modules; use "
+    "family='sd15' (stage one, an image render, supports sdxl)."
 )
 PipelineT = TypeVar("PipelineT", LayerDiffusePipeline, LayerAnimatePipeline)
-
-StageProgress = Callable[[str, str, int, int], None]
-"""progress(stage, phase, done, total): stage "image" or "video"; phase "denoise" or "decode"."""
 
 
 @dataclass
@@ -72,11 +69,15 @@ class RenderSession:
         if self.will_animate and self.spec.family != "sd15":
             raise UsageError(_SD15_ONLY.format(family=self.spec.family))
         if self.offload not in OFFLOAD_MODES:
-            raise UsageError(f"--offload {self.offload!r} is not one of {', '.join(OFFLOAD_MODES)}.")
+            raise UsageError(
+                f"offload={self.offload!r} is not one of {', '.join(OFFLOAD_MODES)}.", argument="offload"
+            )
         if self.offload != "none" and self.device.type not in ("cuda", "xpu"):
             raise UsageError(
-                f"--offload {self.offload} keeps weights on the CPU and moves them to an accelerator when "
-                f"needed; with --device {self.device.type} there is nothing to offload to. Drop --offload."
+                f"offload={self.offload!r} keeps weights on the CPU and moves them to an accelerator when "
+                f"needed; with device={self.device.type!r} there is nothing to offload to. Use "
+                "offload='none'.",
+                argument="offload",
             )
 
     @property
@@ -110,7 +111,7 @@ class RenderSession:
             self.load_seconds["load_motion"] = time.perf_counter() - start
             if self._motion.ifa_metadata is None:
                 logger.warning(
-                    "no Inter-Frame Attention weights given (--ifa-weights): running the paper's "
+                    "no Inter-Frame Attention weights given (ifa_weights): running the paper's "
                     "motion-module baseline. Train them with `layeranim train`."
                 )
         return self._motion

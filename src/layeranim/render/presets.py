@@ -2,7 +2,7 @@
 
 Every model has the same class as the real one and is saved in the same layout as the real weights
 (a diffusers SD1.5 folder, LayerDiffuse's `layer_sd15_transparent_attn.safetensors` key layout, a
-diffusers MotionAdapter folder), so the ordinary loader in `layeranim.components` reads it back: the
+diffusers MotionAdapter folder), so the ordinary loader in `layeranim.render.components` reads it back: the
 tiny preset runs the real code path, in seconds, with no download. Its pictures are noise.
 
 The set is built once, deterministically (`torch.manual_seed` before each model), under

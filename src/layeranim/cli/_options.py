@@ -1,0 +1,231 @@
+"""Option groups shared by the rendering commands, declared once.
+
+A group is a list of Typer options plus a builder that turns their values into one typed settings
+object of `layeranim.render`. `with_option_groups(models=..., sampling=...)` adds every option of each
+group to a command's signature (what Typer reads) and calls the command with the built objects:
+
+    @app.command("animate")
+    @with_option_groups(models=clip_model_options(), sampling=SAMPLING, output_settings=OUTPUT)
+    def animate(image: ..., prompt: ..., *, models: ModelSettings, sampling: SamplingSettings, ...): ...
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from layeranim.cli._common import (
+    AlphaModeChoice,
+    AlphaModeOpt,
+    FormatOpt,
+    LoopOpt,
+    LosslessOpt,
+    OverwriteOpt,
+    PreviewOpt,
+    QualityOpt,
+)
+from layeranim.cli._model_options import (
+    DeviceOpt,
+    DtypeOpt,
+    FamilyOpt,
+    GuidanceOpt,
+    HeightOpt,
+    ModelOpt,
+    MotionAdapterOpt,
+    NegativePromptOpt,
+    PresetOpt,
+    SeedOpt,
+    StepsOpt,
+    TransparentAttnOpt,
+    TransparentDecoderOpt,
+    TransparentEncoderOpt,
+    WidthOpt,
+)
+from layeranim.render.settings import ModelSettings, OutputSettings, SamplingSettings
+
+FastDecodeOpt = Annotated[
+    bool,
+    typer.Option(
+        "--fast-decode",
+        help="Decode alpha with one pass of the transparency decoder instead of its 8-way flip/rotate "
+        "augmentation (8× cheaper, slightly rougher edges).",
+    ),
+]
+SchedulerOpt = Annotated[
+    str, typer.Option("--scheduler", help="Sampler: euler_a (default), ddim or dpmpp_2m.")
+]
+FramesOpt = Annotated[
+    int,
+    typer.Option("--frames", help="Frames to generate (2 up to the motion module's window, 32).", min=2),
+]
+VideoFpsOpt = Annotated[float, typer.Option("--fps", help="Frames per second of the video.", min=0.001)]
+IfaWeightsOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--ifa-weights",
+        help="Trained Inter-Frame Attention weights (from `layeranim train`). Without them the paper's "
+        "motion-module baseline runs.",
+        exists=False,
+    ),
+]
+OffloadOpt = Annotated[
+    str,
+    typer.Option(
+        "--offload",
+        help="Fit smaller GPUs: 'model' keeps each model on the CPU until it runs (little slower), "
+        "'sequential' streams weights layer by layer (least memory, much slower). Default none.",
+    ),
+]
+DecodeChunkOpt = Annotated[
+    int, typer.Option("--decode-chunk-size", help="Frames decoded at once (lower it to save memory).", min=1)
+]
+ShardOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--shard",
+        metavar="I/N",
+        help="Render only shard I of N of the batch (1-based; items with index % N == I-1), for SLURM "
+        "arrays and CI matrices.",
+    ),
+]
+ManifestOpt = Annotated[
+    bool,
+    typer.Option(
+        "--manifest",
+        help="Also write OUTPUT.json: every parameter, the seed, model sources, versions, device/dtype and "
+        "timings (batch mode always writes one per output).",
+    ),
+]
+
+
+@dataclass(frozen=True)
+class OptionGroup:
+    """Options (name → (annotation, default)) and what builds one settings object from their values."""
+
+    options: dict[str, tuple[Any, Any]]
+    build: Callable[..., Any]
+
+
+def _model_settings(*, model: str | None = None, **values: Any) -> ModelSettings:
+    return ModelSettings(base=model, **values)
+
+
+def model_options(*, animate: bool) -> OptionGroup:
+    """Weights, device and sampler; `animate` adds the motion adapter and the IFA weights."""
+    options: dict[str, tuple[Any, Any]] = {
+        "preset": (PresetOpt, None),
+        "model": (ModelOpt, None),
+        "family": (FamilyOpt, "sd15"),
+        "transparent_attn": (TransparentAttnOpt, None),
+        "transparent_encoder": (TransparentEncoderOpt, None),
+        "transparent_decoder": (TransparentDecoderOpt, None),
+        "device": (DeviceOpt, "auto"),
+        "dtype": (DtypeOpt, "auto"),
+        "offload": (OffloadOpt, "none"),
+        "scheduler": (SchedulerOpt, "euler_a"),
+    }
+    if animate:
+        options["motion_adapter"] = (MotionAdapterOpt, None)
+        options["ifa_weights"] = (IfaWeightsOpt, None)
+    return OptionGroup(options, _model_settings)
+
+
+def _sampling_settings(**values: Any) -> SamplingSettings:
+    return SamplingSettings(**values)
+
+
+SAMPLING = OptionGroup(
+    {
+        "steps": (StepsOpt, 25),
+        "guidance": (GuidanceOpt, 7.5),
+        "width": (WidthOpt, None),
+        "height": (HeightOpt, None),
+        "fast_decode": (FastDecodeOpt, False),
+        "decode_chunk_size": (DecodeChunkOpt, 4),
+    },
+    _sampling_settings,
+)
+
+
+def _output_settings(*, alpha_mode: AlphaModeChoice | str, **values: Any) -> OutputSettings:
+    mode = alpha_mode.value if isinstance(alpha_mode, AlphaModeChoice) else alpha_mode
+    return OutputSettings(alpha_mode=mode, **values)
+
+
+OUTPUT = OptionGroup(
+    {
+        "format": (FormatOpt, None),
+        "quality": (QualityOpt, None),
+        "lossless": (LosslessOpt, None),
+        "alpha_mode": (AlphaModeOpt, AlphaModeChoice.straight),
+        "loop": (LoopOpt, 0),
+        "preview": (PreviewOpt, False),
+        "manifest": (ManifestOpt, False),
+        "overwrite": (OverwriteOpt, False),
+    },
+    _output_settings,
+)
+
+
+@dataclass(frozen=True)
+class ClipOptions:
+    """What every clip of a run shares: its length, rate, negative prompt, seed, and the batch shard."""
+
+    frames: int
+    fps: float
+    negative_prompt: str
+    seed: int | None
+    shard: str | None
+
+
+CLIP = OptionGroup(
+    {
+        "frames": (FramesOpt, 16),
+        "fps": (VideoFpsOpt, 8.0),
+        "negative_prompt": (NegativePromptOpt, ""),
+        "seed": (SeedOpt, None),
+        "shard": (ShardOpt, None),
+    },
+    ClipOptions,
+)
+
+
+def with_option_groups(**groups: OptionGroup) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Add each group's options to the decorated command; it receives `name=group.build(**values)`.
+
+    The command's own parameters come first (its arguments keep their order), then the groups' options
+    in the order given. Validation errors of the builders surface as the library's `UsageError`s.
+    """
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        own = [
+            param.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+            for name, param in inspect.signature(command, eval_str=True).parameters.items()
+            if name not in groups
+        ]
+        added = [
+            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default)
+            for group in groups.values()
+            for name, (annotation, default) in group.options.items()
+        ]
+        # The command's own options, the groups', then the reporting switches (--json, --quiet) last.
+        last = [param for param in own if param.name in ("json_output", "quiet")]
+        parameters = [param for param in own if param not in last] + added + last
+
+        @functools.wraps(command)
+        def wrapper(**values: Any) -> Any:
+            for group_name, group in groups.items():
+                values[group_name] = group.build(**{name: values.pop(name) for name in group.options})
+            return command(**values)
+
+        wrapper.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {param.name: param.annotation for param in parameters}
+        return wrapper
+
+    return decorate

@@ -1,0 +1,556 @@
+"""The render API: a request in; files, sidecars and manifests out — exactly what the CLI writes.
+
+    from layeranim import render
+
+    models = render.ModelSettings(preset="tiny")
+    outcome = render.generate(render.GenerateRequest("a paper lantern", "lantern.webm", models=models))
+    print(outcome.to_json())  # what `layeranim generate --json` prints
+
+- `image(ImageRequest)`: stage one → an RGBA PNG/WebP (+ its latent sidecar with `save_latent=True`).
+- `animate(AnimateRequest)`: an RGBA still or latent sidecar → a clip (stage two).
+- `generate(GenerateRequest)`: text → image → clip (both stages, models loaded once).
+- `run_batch(BatchRequest)`: a batch file of either, skipping finished items on re-runs.
+- `open_session(ModelSettings)`: a `RenderSession` to pass as `session=` to several calls, so the models
+  load once for all of them.
+
+Progress arrives through `progress(stage, phase, done, total)`, human notes through `notify(message)`;
+nothing is printed.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from layeranim.errors import UsageError, as_out_of_memory
+from layeranim.render.batch import BatchJob, BatchSummary, ItemResult, RenderResult
+from layeranim.render.outputs import (
+    Notify,
+    check_clip_targets,
+    check_image_target,
+    latent_sidecar_path,
+    make_parent_dir,
+    rgba_digest,
+    save_latent,
+    write_clip,
+    write_single_manifest,
+)
+from layeranim.render.settings import (
+    SEED_LIMIT,
+    AnimateRequest,
+    BatchRequest,
+    GenerateRequest,
+    ImageRequest,
+    ModelSettings,
+    OutputSettings,
+    SamplingSettings,
+    StageProgress,
+    check_seed,
+)
+
+if TYPE_CHECKING:  # the session imports torch and diffusers: only when a render starts
+    from layeranim.render.inputs import AnimationInput
+    from layeranim.render.session import RenderSession
+
+DEFAULT_BATCH_SEED = 0  # a fixed base seed, so re-runs derive the same per-item seeds and skip finished work
+
+
+@dataclass
+class ImageOutcome:
+    """What an image request wrote."""
+
+    output: Path
+    latent: Path | None
+    seed: int
+    width: int
+    height: int
+    seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "output": str(self.output),
+            "latent": str(self.latent) if self.latent else None,
+            "seed": self.seed,
+            "width": self.width,
+            "height": self.height,
+            "seconds": round(self.seconds, 3),
+        }
+
+    def paths(self) -> list[Path]:
+        return [self.output] + ([self.latent] if self.latent else [])
+
+
+@dataclass
+class ClipOutcome:
+    """What an animate or generate request wrote, and how long each stage took (seconds)."""
+
+    output: Path
+    frames: int
+    fps: float
+    width: int
+    height: int
+    format: str
+    codec: str
+    alpha: bool
+    middle_frame: int
+    seed: int
+    timings: dict[str, float] = field(default_factory=dict)
+    preview: Path | None = None
+    image: Path | None = None  # generate's save_image
+    manifest: Path | None = None
+    input: str | None = None  # animate: the file stage two started from (the image or its latent)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "output": str(self.output),
+            "frames": self.frames,
+            "fps": self.fps,
+            "width": self.width,
+            "height": self.height,
+            "format": self.format,
+            "codec": self.codec,
+            "alpha": self.alpha,
+            "middle_frame": self.middle_frame,
+        }
+        for key in ("preview", "image", "manifest"):
+            if getattr(self, key) is not None:
+                out[key] = str(getattr(self, key))
+        out["seed"] = self.seed
+        if self.input is not None:
+            out["input"] = self.input
+        out["seconds"] = self.timings
+        return out
+
+    def paths(self) -> list[Path]:
+        """The files written: the clip, then the preview, the stage-one image and the manifest if any."""
+        return [p for p in (self.output, self.preview, self.image, self.manifest) if p is not None]
+
+
+def resolve_seed(seed: int | None) -> int:
+    """The run's seed: the given one, or a fresh random one (reported in the outcome)."""
+    if seed is None:
+        return secrets.randbelow(2**32)
+    check_seed(seed)
+    return seed
+
+
+def open_session(
+    models: ModelSettings, *, will_animate: bool = False, image_stage: bool = True
+) -> RenderSession:
+    """A `RenderSession` for `models`: the device and dtype chosen, nothing loaded until the first render.
+
+    `will_animate`: stage two will run (checked now; built before any offloading). `image_stage=False`:
+    stage one will not run, so its UNet leaves the accelerator once stage two is built.
+    """
+    from layeranim.render.devices import select_device, select_dtype
+    from layeranim.render.session import RenderSession
+
+    device = select_device(models.device)
+    dtype = select_dtype(device, models.dtype)
+    return RenderSession(
+        models.spec(),
+        device,
+        dtype,
+        scheduler=models.scheduler,
+        ifa_weights=models.ifa_weights,
+        offload=models.offload,
+        will_animate=will_animate,
+        image_stage=image_stage,
+    )
+
+
+def image(
+    request: ImageRequest, *, session: RenderSession | None = None, progress: StageProgress | None = None
+) -> ImageOutcome:
+    """Stage one: write `request.output` (RGBA PNG/WebP) and, with `save_latent`, its latent sidecar."""
+    from layeranim.video_io import write_image
+
+    # 1. Refuse bad targets before any model loads.
+    output = request.output
+    check_image_target(output, name="output", overwrite=request.overwrite)
+    make_parent_dir(output)
+    latent_path = latent_sidecar_path(output) if request.save_latent else None
+    if latent_path is not None:
+        check_image_target_exists(latent_path, "save_latent", request.overwrite)
+    seed = resolve_seed(request.seed)
+    session = session if session is not None else open_session(request.models)
+
+    # 2. Render.
+    result = session.image(
+        request.prompt,
+        negative_prompt=request.negative_prompt,
+        seed=seed,
+        steps=request.steps,
+        guidance=request.guidance,
+        width=request.width,
+        height=request.height,
+        tta=not request.fast_decode,
+        progress=progress,
+    )
+
+    # 3. Write.
+    written = write_image(output, result.rgba_hwc_uint8, overwrite=request.overwrite)
+    if latent_path is not None:
+        save_latent(
+            latent_path,
+            result.latent_b4hw,
+            {
+                "prompt": request.prompt,
+                "negative_prompt": request.negative_prompt,
+                "seed": seed,
+                "image": output.name,
+                "image_sha256": rgba_digest(result.rgba_hwc_uint8),
+                "tta": not request.fast_decode,
+                "family": session.spec.family,
+            },
+        )
+    height, width = result.rgba_hwc_uint8.shape[:2]
+    return ImageOutcome(Path(written), latent_path, seed, width, height, result.seconds)
+
+
+def check_image_target_exists(path: Path, name: str, overwrite: bool) -> None:
+    from layeranim.errors import OutputExistsError
+
+    if path.exists() and not overwrite:
+        raise OutputExistsError(
+            f"{name}=True would replace {str(path)!r}; pass overwrite=True to replace it.",
+            argument="overwrite",
+        )
+
+
+def animate(
+    request: AnimateRequest,
+    *,
+    session: RenderSession | None = None,
+    progress: StageProgress | None = None,
+    notify: Notify | None = None,
+) -> ClipOutcome:
+    """Stage two: animate `request.image` into `request.output` (+ preview and manifest if asked)."""
+    from layeranim.render.inputs import load_animation_input
+
+    # 1. Refuse bad targets before any model loads.
+    check_clip_targets(request.output, request.output_settings)
+    if session is None:
+        session = open_session(request.models, will_animate=True, image_stage=False)
+    sampling = request.sampling
+    source = load_animation_input(request.image, width=sampling.width, height=sampling.height, notify=notify)
+    seed = resolve_seed(request.seed)
+
+    # 2. Render and write.
+    outcome = _animate_clip(
+        session,
+        sampling,
+        request.output_settings,
+        source,
+        request.prompt,
+        request.negative_prompt,
+        seed,
+        request.frames,
+        request.fps,
+        request.output,
+        overwrite=request.output_settings.overwrite,
+        progress=progress,
+        notify=notify,
+    )
+    outcome.input = source.origin
+    if request.output_settings.manifest:
+        outcome.manifest = write_single_manifest(
+            session,
+            output=request.output,
+            prompt=request.prompt,
+            negative_prompt=request.negative_prompt,
+            seed=seed,
+            image=request.image,
+            params=request.params(),
+            timings=outcome.timings,
+        )
+    return outcome
+
+
+def generate(
+    request: GenerateRequest,
+    *,
+    session: RenderSession | None = None,
+    progress: StageProgress | None = None,
+    notify: Notify | None = None,
+) -> ClipOutcome:
+    """Text → image → clip: stage two starts from stage one's adjusted latent, with the same seed."""
+    # 1. Refuse bad targets before any model loads.
+    check_clip_targets(request.output, request.output_settings)
+    if request.save_image is not None:
+        check_image_target(request.save_image, name="save_image", overwrite=request.output_settings.overwrite)
+    if session is None:
+        session = open_session(request.models, will_animate=True)
+    seed = resolve_seed(request.seed)
+
+    # 2. Render and write.
+    outcome = _generate_clip(
+        session,
+        request.sampling,
+        request.output_settings,
+        request.prompt,
+        request.negative_prompt,
+        seed,
+        request.frames,
+        request.fps,
+        request.output,
+        overwrite=request.output_settings.overwrite,
+        progress=progress,
+        notify=notify,
+        save_image=request.save_image,
+    )
+    if request.output_settings.manifest:
+        outcome.manifest = write_single_manifest(
+            session,
+            output=request.output,
+            prompt=request.prompt,
+            negative_prompt=request.negative_prompt,
+            seed=seed,
+            image=None,
+            params=request.params(),
+            timings=outcome.timings,
+        )
+    return outcome
+
+
+def _clip_outcome(written: dict[str, Any], middle: int, seed: int, timings: dict[str, float]) -> ClipOutcome:
+    return ClipOutcome(
+        output=Path(written["output"]),
+        frames=written["frames"],
+        fps=written["fps"],
+        width=written["width"],
+        height=written["height"],
+        format=written["format"],
+        codec=written["codec"],
+        alpha=written["alpha"],
+        middle_frame=middle,
+        seed=seed,
+        timings=timings,
+        preview=Path(written["preview"]) if "preview" in written else None,
+    )
+
+
+def _generate_clip(
+    session: RenderSession,
+    sampling: SamplingSettings,
+    output_settings: OutputSettings,
+    prompt: str,
+    negative_prompt: str,
+    seed: int,
+    frames: int,
+    fps: float,
+    output: Path,
+    *,
+    overwrite: bool,
+    progress: StageProgress | None,
+    notify: Notify | None,
+    save_image: Path | None = None,
+) -> ClipOutcome:
+    """Stage one, stage two from its adjusted latent (same seed, fresh generator), write."""
+    from layeranim.video_io import write_image
+
+    still = session.image(
+        prompt,
+        negative_prompt=negative_prompt,
+        seed=seed,
+        steps=sampling.image_steps,
+        guidance=sampling.image_guidance,
+        width=sampling.width,
+        height=sampling.height,
+        tta=sampling.tta,
+        progress=progress,
+    )
+    video = session.video(
+        prompt,
+        negative_prompt=negative_prompt,
+        seed=seed,
+        frames=frames,
+        steps=sampling.steps,
+        guidance=sampling.guidance,
+        base_latent=still.latent_b4hw,
+        tta=sampling.tta,
+        decode_chunk_size=sampling.decode_chunk_size,
+        progress=progress,
+    )
+    start = time.perf_counter()
+    written = write_clip(
+        output, video.frames_fhwc_uint8, fps, output_settings, overwrite=overwrite, notify=notify
+    )
+    write_seconds = time.perf_counter() - start
+    timings = {
+        "image": round(still.seconds, 3),
+        "video": round(video.seconds, 3),
+        "write": round(write_seconds, 3),
+    }
+    outcome = _clip_outcome(written, video.middle_index, seed, timings)
+    if save_image is not None:
+        outcome.image = Path(write_image(save_image, still.rgba_hwc_uint8, overwrite=overwrite))
+    return outcome
+
+
+def _animate_clip(
+    session: RenderSession,
+    sampling: SamplingSettings,
+    output_settings: OutputSettings,
+    source: AnimationInput,
+    prompt: str,
+    negative_prompt: str,
+    seed: int,
+    frames: int,
+    fps: float,
+    output: Path,
+    *,
+    overwrite: bool,
+    progress: StageProgress | None,
+    notify: Notify | None,
+) -> ClipOutcome:
+    """Stage two from a loaded `AnimationInput`, then write."""
+    video = session.video(
+        prompt,
+        negative_prompt=negative_prompt,
+        seed=seed,
+        frames=frames,
+        steps=sampling.steps,
+        guidance=sampling.guidance,
+        image=source.rgba_hwc_uint8 if source.latent_b4hw is None else None,
+        base_latent=source.latent_b4hw,
+        tta=sampling.tta,
+        decode_chunk_size=sampling.decode_chunk_size,
+        progress=progress,
+    )
+    start = time.perf_counter()
+    written = write_clip(
+        output, video.frames_fhwc_uint8, fps, output_settings, overwrite=overwrite, notify=notify
+    )
+    timings = {"video": round(video.seconds, 3), "write": round(time.perf_counter() - start, 3)}
+    return _clip_outcome(written, video.middle_index, seed, timings)
+
+
+def batch_extension(format: str | None) -> str:
+    """The extension a batch's `{ext}` (and folder outputs) use: the format's, else webm."""
+    from layeranim.video_io import get_format
+
+    if format is None:
+        return "webm"
+    spec = get_format(format)
+    return spec.extensions[0].lstrip(".") if spec.extensions else ""
+
+
+def run_batch(
+    request: BatchRequest,
+    *,
+    session: RenderSession | None = None,
+    progress: StageProgress | None = None,
+    notify: Notify | None = None,
+    on_start: Callable[[BatchJob, int, int], None] | None = None,
+    on_result: Callable[[ItemResult], None] | None = None,
+) -> BatchSummary:
+    """Render a batch file item by item, one failure never stopping the batch.
+
+    Every output gets a manifest; a re-run skips the items whose output and manifest `render_key` match,
+    renders again those whose parameters changed, and never replaces an output that has no layeranim
+    manifest unless `overwrite=True`. `on_start(job, position, total)` runs before each item and
+    `on_result(item_result)` after each; `summary.exit_code` is 1 when any item failed.
+    """
+    from layeranim.render import batch
+    from layeranim.render.devices import dtype_name
+    from layeranim.render.inputs import load_animation_input
+    from layeranim.render.outputs import session_manifest, spec_sources
+
+    # 1. Plan everything (files, seeds, output names, collisions) before loading any model.
+    items = batch.read_batch_file(request.file, kind=request.kind)  # type: ignore[arg-type]
+    base_seed = DEFAULT_BATCH_SEED if request.seed is None else request.seed
+    ext = batch_extension(request.output_settings.format)
+    jobs = batch.plan_batch(items, request.output, base_seed=base_seed, ext=ext)
+    if request.shard is not None:
+        jobs = batch.select_shard(jobs, *batch.parse_shard(request.shard))
+    if session is None:
+        animate_only = request.kind == "inputs"
+        session = open_session(request.models, will_animate=True, image_stage=not animate_only)
+    sources = spec_sources(session.spec, session.ifa_weights)
+    device, dtype = str(session.device), dtype_name(session.dtype)
+    params = request.params()
+    sampling, output_settings = request.sampling, request.output_settings
+
+    def item_params(job: BatchJob) -> dict[str, Any]:
+        out = dict(params)
+        if job.item.frames is not None:
+            out["frames"] = job.item.frames
+        if job.item.fps is not None:
+            out["fps"] = job.item.fps
+        return out
+
+    def key_for(job: BatchJob) -> str:
+        return batch.render_key(
+            item=job.item, seed=job.seed, params=item_params(job), sources=sources, device=device, dtype=dtype
+        )
+
+    def render(job: BatchJob) -> RenderResult:
+        try:
+            return render_item(job)
+        except Exception as exc:  # out-of-memory: one item's failure, with the hint on what lowers it
+            oom = as_out_of_memory(exc)
+            if oom is None:
+                raise
+            raise oom from exc
+
+    def render_item(job: BatchJob) -> RenderResult:
+        job.output.parent.mkdir(parents=True, exist_ok=True)
+        p = item_params(job)
+        item = job.item
+        negative = item.negative_prompt if item.negative_prompt is not None else request.negative_prompt
+        overwrite = output_settings.overwrite or job.replace
+        if request.kind == "inputs":
+            if item.image is None:  # read_batch_file requires it; a hand-made item might not have one
+                raise UsageError(f"{item.label} has no image to animate.", argument="image")
+            source = load_animation_input(
+                item.image, width=sampling.width, height=sampling.height, notify=notify
+            )
+            outcome = _animate_clip(
+                session, sampling, output_settings, source, item.prompt, negative, job.seed,
+                p["frames"], p["fps"], job.output, overwrite=overwrite, progress=progress, notify=notify,
+            )  # fmt: skip
+        else:
+            outcome = _generate_clip(
+                session, sampling, output_settings, item.prompt, negative, job.seed,
+                p["frames"], p["fps"], job.output, overwrite=overwrite, progress=progress, notify=notify,
+            )  # fmt: skip
+        manifest = session_manifest(
+            session,
+            item=item,
+            seed=job.seed,
+            params=p,
+            timings=outcome.timings,
+            output=job.output,
+            sources=sources,
+        )
+        return RenderResult(job.output, manifest)
+
+    # 2. Render, one failure never stopping the batch.
+    return batch.run_batch(
+        jobs,
+        render,
+        render_key_for=key_for,
+        overwrite=output_settings.overwrite,
+        on_start=on_start,
+        on_result=on_result,
+    )
+
+
+__all__ = [
+    "SEED_LIMIT",
+    "ClipOutcome",
+    "ImageOutcome",
+    "StageProgress",
+    "animate",
+    "batch_extension",
+    "generate",
+    "image",
+    "open_session",
+    "resolve_seed",
+    "run_batch",
+]

@@ -1,0 +1,212 @@
+"""What a render writes: the clip (atomically, through `video_io`), its preview, the latent sidecar of a
+stage-one image, and the manifest with provenance. Nothing is replaced without `overwrite=True`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from layeranim._version import __version__
+from layeranim.errors import LayerAnimError, OutputExistsError, UsageError
+from layeranim.render.batch import BatchItem, build_manifest, manifest_path, write_manifest
+from layeranim.render.settings import OutputSettings
+
+if TYPE_CHECKING:
+    from layeranim.render.session import RenderSession
+
+logger = logging.getLogger(__name__)
+
+LATENT_FORMAT = "layeranim.adjusted_latent.v1"
+LATENT_SUFFIX = ".latent.safetensors"
+IMAGE_SUFFIXES = (".png", ".webp")
+
+Notify = Callable[[str], None]
+"""notify(message): a human note (which input was used, a missing alpha channel …); silent by default."""
+
+
+def rgba_digest(rgba_hwc_uint8: np.ndarray) -> str:
+    """sha256 of an image's RGBA pixels and shape: ties a latent sidecar to the image it decodes to."""
+    array = np.ascontiguousarray(rgba_hwc_uint8)
+    return hashlib.sha256(f"{array.shape}".encode() + array.tobytes()).hexdigest()
+
+
+def latent_sidecar_path(image_path: Path) -> Path:
+    """`teapot.png` → `teapot.latent.safetensors`: where an image's adjusted latent is kept."""
+    image_path = Path(image_path)
+    return image_path.with_name(f"{image_path.stem}{LATENT_SUFFIX}")
+
+
+def save_latent(path: Path, latent_b4hw: Any, metadata: dict[str, Any], *, overwrite: bool = True) -> Path:
+    """Write one adjusted latent (1, 4, h, w) in the UNet's space as a safetensors sidecar, atomically.
+
+    `metadata` values are stored as strings (non-strings as JSON); `image_sha256` (see `rgba_digest`)
+    ties the sidecar to its image, so an animate request only uses it for that exact image.
+    """
+    from safetensors.torch import save_file
+
+    from layeranim.video_io import atomic_output
+
+    if latent_b4hw.ndim != 4 or latent_b4hw.shape[0] != 1:
+        raise UsageError(
+            f"latent_b4hw has shape {tuple(latent_b4hw.shape)}; save_latent takes one latent (1, c, h, w).",
+            argument="latent_b4hw",
+        )
+    meta = {"format": LATENT_FORMAT, "layeranim_version": __version__}
+    meta.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()})
+    path = Path(path)
+    with atomic_output(path, overwrite=overwrite) as tmp:
+        save_file({"latent": latent_b4hw.detach().float().cpu().contiguous()}, str(tmp), metadata=meta)
+    return path
+
+
+def make_parent_dir(output: Path) -> None:
+    """Create the output's folder (renders/…), as asset pipelines expect."""
+    folder = Path(output).parent  # a PNG-sequence folder itself is made by the writer (atomically)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LayerAnimError(f"cannot create the output folder {str(folder)!r}: {exc.strerror}.") from exc
+
+
+def check_clip_targets(output: Path, settings: OutputSettings) -> None:
+    """Refuse, before any model loads, a clip whose file, preview or manifest exists (without overwrite)."""
+    from layeranim.video_io import check_output, preview_path
+
+    make_parent_dir(output)
+    check_output(output, format=settings.format, overwrite=settings.overwrite)
+    if settings.preview and preview_path(output).exists() and not settings.overwrite:
+        raise OutputExistsError(
+            f"preview {str(preview_path(output))!r} exists; pass overwrite=True to replace it.",
+            argument="overwrite",
+        )
+    if settings.manifest and manifest_path(output).exists() and not settings.overwrite:
+        raise OutputExistsError(
+            f"manifest {str(manifest_path(output))!r} exists; pass overwrite=True to replace it.",
+            argument="overwrite",
+        )
+
+
+def check_image_target(path: Path, *, name: str, overwrite: bool) -> None:
+    """An RGBA image output (`output` of an image request, `save_image`): a .png/.webp name, not there yet."""
+    if Path(path).suffix.lower() not in IMAGE_SUFFIXES:
+        from layeranim.errors import UnsupportedFormatError
+
+        raise UnsupportedFormatError(
+            f"{name}={str(path)!r}: images are written as {' or '.join(IMAGE_SUFFIXES)}; for a video use "
+            "a generate request.",
+            argument=name,
+        )
+    if Path(path).exists() and not overwrite:
+        raise OutputExistsError(
+            f"{name}={str(path)!r} exists; pass overwrite=True to replace it.", argument="overwrite"
+        )
+
+
+def write_clip(
+    output: Path,
+    frames_fhwc_uint8: np.ndarray,
+    fps: float,
+    settings: OutputSettings,
+    *,
+    overwrite: bool,
+    notify: Notify | None = None,
+) -> dict[str, Any]:
+    """Write a clip (and its preview) with the run's output settings; returns what was written."""
+    from layeranim.video_io import write_preview, write_video
+
+    info = write_video(
+        output,
+        frames_fhwc_uint8,
+        fps,
+        format=settings.format,
+        quality=settings.quality,
+        lossless=settings.lossless,
+        alpha_mode=settings.alpha_mode,  # type: ignore[arg-type]
+        loop=settings.loop,
+        overwrite=overwrite,
+    )
+    written: dict[str, Any] = {
+        "output": str(info.path),
+        "frames": info.frames,
+        "fps": info.fps,
+        "width": info.width,
+        "height": info.height,
+        "format": info.format,
+        "codec": info.codec,
+        "alpha": info.has_alpha,
+    }
+    if settings.preview:
+        written["preview"] = str(write_preview(output, frames_fhwc_uint8, fps, overwrite=overwrite))
+    if not info.has_alpha and notify is not None:
+        notify("warning: the written file stores no alpha channel.")
+    return written
+
+
+def spec_sources(spec: Any, ifa_weights: Path | None) -> dict[str, Any]:
+    """What the weights are, without loading them: the spec's references (defaults by name) + IFA hash."""
+    from layeranim.weights import COMPONENTS, default_source, file_sha256
+
+    sources: dict[str, Any] = {"family": spec.family, "preset": spec.preset}
+    for component in COMPONENTS:
+        ref = getattr(spec, component)
+        if ref is None:
+            default = default_source(spec.family, component)
+            ref = f"{default.repo_id}@{default.revision}" + (
+                f"/{default.filename}" if default.filename else ""
+            )
+        sources[component] = str(ref)
+    if ifa_weights is not None:
+        sources["ifa_weights"] = {"path": str(ifa_weights), "sha256": file_sha256(ifa_weights)}
+    return sources
+
+
+def session_manifest(
+    session: RenderSession,
+    *,
+    item: BatchItem,
+    seed: int,
+    params: dict[str, Any],
+    timings: dict[str, float],
+    output: Path,
+    sources: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The manifest of one render from `session`: parameters, seed, sources, versions, timings."""
+    from layeranim.render.devices import dtype_name
+
+    manifest = build_manifest(
+        item=item,
+        seed=seed,
+        params=params,
+        sources=sources if sources is not None else spec_sources(session.spec, session.ifa_weights),
+        device=str(session.device),
+        dtype=dtype_name(session.dtype),
+        timings={**session.load_seconds, **timings},
+        output=output,
+    )
+    manifest["resolved_sources"] = session.sources
+    return manifest
+
+
+def write_single_manifest(
+    session: RenderSession,
+    *,
+    output: Path,
+    prompt: str,
+    negative_prompt: str,
+    seed: int,
+    image: Path | None,
+    params: dict[str, Any],
+    timings: dict[str, float],
+) -> Path:
+    """The manifest of a one-off render: the same sidecar a batch writes, for an item of one."""
+    item = BatchItem(index=0, prompt=prompt, negative_prompt=negative_prompt, image=image)
+    manifest = session_manifest(session, item=item, seed=seed, params=params, timings=timings, output=output)
+    path = manifest_path(output)
+    write_manifest(path, manifest)
+    return path

@@ -1,0 +1,384 @@
+"""Typed settings and requests of the render API, each validated once, when it is built.
+
+Three settings groups are shared by the requests:
+
+- `ModelSettings`: which weights (a preset, or per-component references), where they run (device,
+  dtype, offload), the sampler and the Inter-Frame Attention weights.
+- `SamplingSettings`: steps, guidance, size and decoding of a render (plus stage one's own steps and
+  guidance for `generate`).
+- `OutputSettings`: how a clip is written (format, quality, alpha mode, loop), what is written beside it
+  (preview, manifest), and whether existing files may be replaced.
+
+A request says what to render and where: `ImageRequest` (stage one), `AnimateRequest` (stage two from
+an RGBA still or a latent sidecar), `GenerateRequest` (both stages) and `BatchRequest` (a batch file of
+either). Bad values raise `UsageError` naming the Python argument (`frames=1`). This module imports
+neither torch nor diffusers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from layeranim.errors import UsageError
+
+FAMILIES = ("sd15", "sdxl")  # weights.FAMILIES (tested equal; weights imports huggingface_hub)
+PRESETS = ("tiny",)
+DEVICE_CHOICES = ("auto", "cuda", "mps", "cpu")
+DTYPE_CHOICES = ("auto", "fp32", "fp16", "bf16")
+OFFLOAD_MODES = ("none", "model", "sequential")
+ALPHA_MODES = ("straight", "premultiplied")
+BATCH_KINDS = ("prompts", "inputs")
+SEED_LIMIT = 2**63  # seeds are 0 … 2**63-1
+DEFAULT_IMAGE_STEPS = 25
+DEFAULT_IMAGE_GUIDANCE = 7.0
+
+StageProgress = Callable[[str, str, int, int], None]
+"""progress(stage, phase, done, total): stage "image" or "video"; phase "denoise" or "decode"."""
+
+
+def check_seed(seed: int | None, name: str = "seed") -> None:
+    if seed is not None and not (isinstance(seed, int) and 0 <= seed < SEED_LIMIT):
+        raise UsageError(f"{name}={seed!r} is out of range; use 0 … 2**63-1 (or None for a random one).")
+
+
+def _check_positive_int(name: str, value: int, minimum: int = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise UsageError(f"{name}={value!r} must be an integer of at least {minimum}.", argument=name)
+
+
+def _check_number(name: str, value: float, *, minimum: float, inclusive: bool = True) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    ok = ok and (value >= minimum if inclusive else value > minimum)
+    if not ok:
+        bound = f"at least {minimum:g}" if inclusive else f"more than {minimum:g}"
+        raise UsageError(f"{name}={value!r} must be a number {bound}.", argument=name)
+
+
+def _check_size(name: str, value: int | None) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 64:
+        raise UsageError(f"{name}={value!r} must be at least 64 pixels.", argument=name)
+
+
+def _choice(name: str, value: str, choices: tuple[str, ...]) -> str:
+    key = str(value).strip().lower()
+    if key not in choices:
+        raise UsageError(f"{name}={value!r} is not one of {', '.join(choices)}.", argument=name)
+    return key
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """Which weights a render uses and where it runs.
+
+    `preset="tiny"` uses random-weight miniatures that run offline in seconds (pictures are noise); any
+    component reference (a local path, `owner/name`, or `owner/name/file.safetensors`) overrides the
+    preset's or the family's default. `ifa_weights` is an `ifa.safetensors` from `layeranim.training`.
+    """
+
+    preset: str | None = None
+    family: str = "sd15"
+    base: str | Path | None = None
+    transparent_attn: str | Path | None = None
+    transparent_encoder: str | Path | None = None
+    transparent_decoder: str | Path | None = None
+    motion_adapter: str | Path | None = None
+    device: str = "auto"
+    dtype: str = "auto"
+    scheduler: str = "euler_a"
+    offload: str = "none"
+    ifa_weights: Path | None = None
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__  # frozen: normalise once, here
+        set_(self, "family", _choice("family", self.family, FAMILIES))
+        if self.preset is not None:
+            set_(self, "preset", _choice("preset", self.preset, PRESETS))
+            if self.family != "sd15":
+                raise UsageError(
+                    f"preset={self.preset!r} is SD1.5-shaped; drop family={self.family!r} (or drop the "
+                    "preset).",
+                    argument="family",
+                )
+        kind = str(self.device).strip().lower().split(":", 1)[0]
+        if kind not in DEVICE_CHOICES:
+            raise UsageError(
+                f"device={self.device!r} is not a device; use one of {', '.join(DEVICE_CHOICES)}.",
+                argument="device",
+            )
+        set_(self, "offload", _choice("offload", self.offload, OFFLOAD_MODES))
+        from layeranim.pipelines._schedulers import SCHEDULERS  # diffusers: only once settings are built
+
+        key = str(self.scheduler).lower().replace("-", "_").replace("+", "p")
+        if key not in SCHEDULERS:
+            raise UsageError(
+                f"scheduler={self.scheduler!r} is not one of {', '.join(SCHEDULERS)}; pick one of those.",
+                argument="scheduler",
+            )
+        if self.ifa_weights is not None:
+            set_(self, "ifa_weights", Path(self.ifa_weights))
+            if not self.ifa_weights.is_file():
+                raise UsageError(
+                    f"ifa_weights={str(self.ifa_weights)!r} is not a file; give the ifa.safetensors that "
+                    "training wrote.",
+                    argument="ifa_weights",
+                )
+
+    def spec(self) -> Any:
+        """The `ModelSpec` these settings name (builds the tiny preset on first use)."""
+        from layeranim.render.components import ModelSpec
+
+        overrides = {
+            "base": self.base,
+            "transparent_attn": self.transparent_attn,
+            "transparent_encoder": self.transparent_encoder,
+            "transparent_decoder": self.transparent_decoder,
+            "motion_adapter": self.motion_adapter,
+        }
+        if self.preset is None:
+            return ModelSpec(family=self.family, **overrides)
+        return ModelSpec.for_preset(self.preset, **overrides)
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    """How a render samples and decodes.
+
+    `steps`/`guidance` are stage two's (and `image` renders' own); `image_steps`/`image_guidance` are
+    stage one's inside `generate` (None there: 25 and 7.0). `width`/`height` size stage one's image, or
+    resize the still that `animate` starts from. `fast_decode` runs the transparency decoder once instead
+    of its 8-way flip/rotate augmentation. `decode_chunk_size` frames are decoded at once.
+    """
+
+    steps: int = 25
+    guidance: float = 7.5
+    width: int | None = None
+    height: int | None = None
+    fast_decode: bool = False
+    decode_chunk_size: int = 4
+    image_steps: int | None = None
+    image_guidance: float | None = None
+
+    def __post_init__(self) -> None:
+        _check_positive_int("steps", self.steps)
+        _check_number("guidance", self.guidance, minimum=0.0)
+        _check_size("width", self.width)
+        _check_size("height", self.height)
+        _check_positive_int("decode_chunk_size", self.decode_chunk_size)
+        if self.image_steps is not None:
+            _check_positive_int("image_steps", self.image_steps)
+        if self.image_guidance is not None:
+            _check_number("image_guidance", self.image_guidance, minimum=0.0)
+
+    @property
+    def tta(self) -> bool:
+        """Whether the transparency decoder runs its test-time augmentation (not `fast_decode`)."""
+        return not self.fast_decode
+
+
+@dataclass(frozen=True)
+class OutputSettings:
+    """How a clip is written, and what goes beside it.
+
+    `format` None follows the extension (webm, mov, mkv, apng, webp, gif, png-seq …); `quality` is the
+    CRF of webm (0-63) or the quality of lossy webp (0-100); `lossless` None keeps the format's own mode;
+    `alpha_mode` stores straight (default) or premultiplied colour; `loop` counts plays of an animated
+    image (0: forever). `preview` also writes a checkerboard preview, `manifest` a JSON manifest
+    (`OUTPUT.json`; batches always write one). Nothing is replaced without `overwrite=True`.
+    """
+
+    format: str | None = None
+    quality: int | None = None
+    lossless: bool | None = None
+    alpha_mode: str = "straight"
+    loop: int = 0
+    preview: bool = False
+    manifest: bool = False
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "alpha_mode", _choice("alpha_mode", self.alpha_mode, ALPHA_MODES))
+        _check_positive_int("loop", self.loop, minimum=0)
+        if self.quality is not None:
+            _check_positive_int("quality", self.quality, minimum=0)
+
+
+def render_params(
+    models: ModelSettings, sampling: SamplingSettings, output: OutputSettings, *, frames: int, fps: float
+) -> dict[str, Any]:
+    """Everything that shapes a clip's pixels and file: what manifests record and render keys hash.
+
+    The keys are those of layeranim's earlier manifests, so re-running an old batch still skips its
+    finished items.
+    """
+    return {
+        "scheduler": models.scheduler,
+        "steps": sampling.steps,
+        "guidance": sampling.guidance,
+        "image_steps": sampling.image_steps,
+        "image_guidance": sampling.image_guidance,
+        "width": sampling.width,
+        "height": sampling.height,
+        "tta": sampling.tta,
+        "decode_chunk_size": sampling.decode_chunk_size,
+        "format": output.format,
+        "quality": output.quality,
+        "lossless": output.lossless,
+        "alpha_mode": output.alpha_mode,
+        "loop": output.loop,
+        "preview": output.preview,
+        "frames": frames,
+        "fps": fps,
+    }
+
+
+def _check_clip(frames: int, fps: float) -> None:
+    _check_positive_int("frames", frames, minimum=2)
+    _check_number("fps", fps, minimum=0.0, inclusive=False)
+
+
+@dataclass(frozen=True)
+class ImageRequest:
+    """Stage one: `prompt` → one RGBA image at `output` (.png or .webp).
+
+    `save_latent=True` also writes the adjusted latent as `NAME.latent.safetensors`, so an animate
+    request on `output` starts exactly from it. `seed` None draws a random seed (reported back).
+    """
+
+    prompt: str
+    output: Path
+    negative_prompt: str = ""
+    seed: int | None = None
+    steps: int = 25
+    guidance: float = 7.0
+    width: int | None = None
+    height: int | None = None
+    fast_decode: bool = False
+    save_latent: bool = False
+    overwrite: bool = False
+    models: ModelSettings = field(default_factory=ModelSettings)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "output", Path(self.output))
+        check_seed(self.seed)
+        SamplingSettings(steps=self.steps, guidance=self.guidance, width=self.width, height=self.height)
+
+
+@dataclass(frozen=True)
+class AnimateRequest:
+    """Stage two: the RGBA still (or `NAME.latent.safetensors`) at `image` + `prompt` → a clip at `output`.
+
+    Next to a PNG, its `NAME.latent.safetensors` sidecar is used when it belongs to that exact image.
+    `sampling.image_steps`/`image_guidance` (stage one's) are ignored: there is no stage one here.
+    """
+
+    image: Path
+    prompt: str
+    output: Path
+    negative_prompt: str = ""
+    seed: int | None = None
+    frames: int = 16
+    fps: float = 8.0
+    sampling: SamplingSettings = field(default_factory=SamplingSettings)
+    output_settings: OutputSettings = field(default_factory=OutputSettings)
+    models: ModelSettings = field(default_factory=ModelSettings)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "image", Path(self.image))
+        object.__setattr__(self, "output", Path(self.output))
+        check_seed(self.seed)
+        _check_clip(self.frames, self.fps)
+        # Stage one's steps and guidance do not apply here (one SamplingSettings may serve both kinds of
+        # request); drop them so the manifest records only what shaped this clip.
+        object.__setattr__(
+            self, "sampling", dataclasses.replace(self.sampling, image_steps=None, image_guidance=None)
+        )
+
+    def params(self) -> dict[str, Any]:
+        return render_params(
+            self.models, self.sampling, self.output_settings, frames=self.frames, fps=self.fps
+        )
+
+
+@dataclass(frozen=True)
+class GenerateRequest:
+    """Both stages: `prompt` → a LayerDiffuse image → a clip at `output`; `save_image` keeps the image."""
+
+    prompt: str
+    output: Path
+    negative_prompt: str = ""
+    seed: int | None = None
+    frames: int = 16
+    fps: float = 8.0
+    sampling: SamplingSettings = field(default_factory=SamplingSettings)
+    output_settings: OutputSettings = field(default_factory=OutputSettings)
+    models: ModelSettings = field(default_factory=ModelSettings)
+    save_image: Path | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "output", Path(self.output))
+        object.__setattr__(self, "sampling", with_image_defaults(self.sampling))
+        if self.save_image is not None:
+            object.__setattr__(self, "save_image", Path(self.save_image))
+        check_seed(self.seed)
+        _check_clip(self.frames, self.fps)
+
+    def params(self) -> dict[str, Any]:
+        return render_params(
+            self.models, self.sampling, self.output_settings, frames=self.frames, fps=self.fps
+        )
+
+
+def with_image_defaults(sampling: SamplingSettings) -> SamplingSettings:
+    """`sampling` with stage one's steps and guidance filled in (25 and 7.0) where they are None."""
+    values = asdict(sampling)
+    if values["image_steps"] is None:
+        values["image_steps"] = DEFAULT_IMAGE_STEPS
+    if values["image_guidance"] is None:
+        values["image_guidance"] = DEFAULT_IMAGE_GUIDANCE
+    return SamplingSettings(**values)
+
+
+@dataclass(frozen=True)
+class BatchRequest:
+    """A batch file rendered item by item with the models loaded once.
+
+    `kind="prompts"`: a generate batch (one prompt per line, or JSONL); `kind="inputs"`: an animate batch
+    (IMAGE<TAB>PROMPT lines, or JSONL with `image`). `output` is a folder (`DIR/`) or a template with
+    `{index}`, `{slug}`, `{seed}`, `{ext}`. Items without their own seed derive one from `seed` (default
+    0), so a re-run skips the finished items (same manifest `render_key`). `shard="I/N"` renders only
+    the items with `index % N == I - 1`. `frames`, `fps` and `negative_prompt` are the items' defaults.
+    """
+
+    file: Path | str
+    kind: Literal["prompts", "inputs"]
+    output: Path
+    seed: int | None = None
+    shard: str | None = None
+    negative_prompt: str = ""
+    frames: int = 16
+    fps: float = 8.0
+    sampling: SamplingSettings = field(default_factory=SamplingSettings)
+    output_settings: OutputSettings = field(default_factory=OutputSettings)
+    models: ModelSettings = field(default_factory=ModelSettings)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", _choice("kind", self.kind, BATCH_KINDS))
+        check_seed(self.seed)
+        _check_clip(self.frames, self.fps)
+        if self.kind == "prompts":
+            object.__setattr__(self, "sampling", with_image_defaults(self.sampling))
+        if self.shard is not None:
+            from layeranim.render.batch import parse_shard
+
+            parse_shard(self.shard)
+
+    def params(self) -> dict[str, Any]:
+        return render_params(
+            self.models, self.sampling, self.output_settings, frames=self.frames, fps=self.fps
+        )
