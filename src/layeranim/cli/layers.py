@@ -37,17 +37,14 @@ from layeranim.cli._model_options import (
     TransparentDecoderOpt,
     TransparentEncoderOpt,
 )
-from layeranim.cli._render import (
+from layeranim.cli._options import (
     DecodeChunkOpt,
     FastDecodeOpt,
     IfaWeightsOpt,
     OffloadOpt,
     SchedulerOpt,
-    build_session,
-    quiet_third_party_logs,
-    resolve_seed,
-    stage_progress,
 )
+from layeranim.cli._render import quiet_third_party_logs, stage_progress
 from layeranim.errors import UsageError
 
 
@@ -140,7 +137,9 @@ def render(
     quiet: QuietOpt = False,
 ) -> None:
     """Render every layer of a scene (stage two for layers with motion) and their composite into OUT/."""
-    from layeranim.cli._batch import spec_sources
+    from layeranim.render.api import open_session, resolve_seed
+    from layeranim.render.outputs import spec_sources
+    from layeranim.render.settings import ModelSettings
     from layeranim.scene import SceneSettings, load_scene, render_scene
     from layeranim.scene.model import scene_ifa_weights
     from layeranim.scene.outputs import check_scene_outputs, check_scene_renderable, read_scene_json
@@ -179,19 +178,21 @@ def render(
         base_seed = previous["base_seed"]
     base_seed = resolve_seed(base_seed)
     needs_models = any(layer.dynamic or layer.prompt is not None for layer in scene.layers)
-    session = build_session(
-        preset=preset,
-        family=family,
-        model=model,
-        transparent_attn=transparent_attn,
-        transparent_encoder=transparent_encoder,
-        transparent_decoder=transparent_decoder,
-        motion_adapter=motion_adapter,
-        device=device,
-        dtype=dtype,
-        scheduler=scheduler,
-        offload=offload,
-        ifa_weights=ifa,
+    session = open_session(
+        ModelSettings(
+            preset=preset,
+            family=family,
+            base=model,
+            transparent_attn=transparent_attn,
+            transparent_encoder=transparent_encoder,
+            transparent_decoder=transparent_decoder,
+            motion_adapter=motion_adapter,
+            device=device,
+            dtype=dtype,
+            scheduler=scheduler,
+            offload=offload,
+            ifa_weights=ifa,
+        ),
         will_animate=any(layer.dynamic for layer in scene.layers),
         image_stage=any(layer.prompt is not None for layer in scene.layers),
     )

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from layeranim import __version__
+from layeranim._version import __version__
 from layeranim.errors import UsageError
 
 APP_NAME = "layeranim"

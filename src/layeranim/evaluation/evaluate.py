@@ -539,7 +539,7 @@ def json_ready(obj: Any) -> Any:
 
 def manifest_eval_entry(result: dict[str, Any]) -> dict[str, Any]:
     """What `update_manifest` stores under a manifest's `eval` key: the metrics and how they were made."""
-    from layeranim import __version__
+    from layeranim._version import __version__
 
     return json_ready(
         {

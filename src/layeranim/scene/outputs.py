@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from layeranim import __version__
+from layeranim._version import __version__
 from layeranim.errors import OutputExistsError
 from layeranim.scene.compose import Repeat
 from layeranim.scene.model import Box, Layer, Scene, SceneError

@@ -260,8 +260,8 @@ def animate_layers(
     """
     import torch
 
-    from layeranim.render.devices import generator_for
     from layeranim.models.inter_frame_attention import middle_frame_index
+    from layeranim.render.devices import generator_for
     from layeranim.scene.region import (
         feather_weights,
         latent_region_mask,
