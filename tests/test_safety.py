@@ -311,6 +311,27 @@ def test_os_errors_context_translates_a_real_failure(tmp_path: Path) -> None:
     assert isinstance(caught.value.__cause__, NotADirectoryError)
 
 
+def test_check_writable_dir_names_the_reason(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    safety.check_writable_dir(tmp_path)
+    assert list(tmp_path.iterdir()) == []  # the probe is gone
+    with pytest.raises(UsageError, match="does not exist"):
+        safety.check_writable_dir(tmp_path / "missing")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UsageError, match="not a directory"):
+        safety.check_writable_dir(tmp_path / "file")
+    real_open = open
+
+    def read_only_open(file: object, mode: str = "r", *args: object, **kwargs: object) -> object:
+        if "x" in mode:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(file))
+        return real_open(file, mode, *args, **kwargs)  # type: ignore[call-overload]
+
+    monkeypatch.setattr("builtins.open", read_only_open)
+    with pytest.raises(LayerAnimError, match="read-only") as caught:
+        safety.check_writable_dir(tmp_path)
+    assert caught.value.exit_code == 1 and str(tmp_path) in str(caught.value)
+
+
 def test_torch_save_disk_full_is_recognised(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     exc = RuntimeError("[enforce fail at inline_container.cc:672] . PytorchStreamWriter failed writing file")
     monkeypatch.setattr(safety, "_disk_nearly_full", lambda path: True)

@@ -30,7 +30,7 @@ import shutil
 import string
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -517,6 +517,30 @@ def os_errors(path: str | Path, *, action: str = "write") -> Iterator[None]:
         raise translate_os_error(exc, path, action=action) from exc
 
 
+def check_writable_dir(folder: str | Path, *, argument: str = "output") -> None:
+    """Fail before any work when files cannot be created in `folder`, naming the reason.
+
+    A missing folder or a file in its place is the user's input (UsageError, exit 2). Otherwise a probe
+    file is created and removed, so read-only mounts, permissions, quotas and full disks show up with their
+    own reason (`translate_os_error`, exit 1) — `os.access` alone cannot tell a read-only mount from a
+    permission problem, and says yes to root on both.
+    """
+    folder = Path(folder)
+    if not folder.exists():
+        raise UsageError(f"{argument} folder {str(folder)!r} does not exist; create it first.")
+    if not folder.is_dir():
+        raise UsageError(f"{argument} folder {str(folder)!r} is not a directory; choose another path.")
+    probe = partial_name(folder / "write-check", "")
+    try:
+        with open(probe, "xb"):
+            pass
+    except OSError as exc:
+        raise translate_os_error(exc, folder) from exc
+    finally:
+        with suppress(OSError):
+            probe.unlink()
+
+
 def is_out_of_memory(exc: BaseException) -> bool:
     """MemoryError, torch's OutOfMemoryError (CUDA), or an MPS/CPU allocator RuntimeError saying so."""
     if isinstance(exc, MemoryError):
@@ -703,6 +727,7 @@ __all__ = [
     "check_name_length",
     "check_render_size",
     "check_replaceable",
+    "check_writable_dir",
     "clean_stale_partials",
     "decode_prompt_arg",
     "estimate_render_bytes",
