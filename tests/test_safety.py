@@ -388,7 +388,9 @@ def test_clean_stale_partials_handles_folder_temporaries(tmp_path: Path) -> None
     (staging / "frame_00000.png").write_bytes(b"x")
     old = tmp_path / f".frames.{_dead_pid()}-0123abcd.old"
     old.mkdir()
-    assert sorted(safety.clean_stale_partials(target)) == sorted([staging, old])
+    pattern_frames = tmp_path / f".{_dead_pid()}-0123abcd.partial-frames"
+    pattern_frames.mkdir()
+    assert sorted(safety.clean_stale_partials(target)) == sorted([staging, old, pattern_frames])
     assert list(tmp_path.iterdir()) == []
 
 
@@ -431,6 +433,7 @@ def test_unsafe_checkpoint_message_never_suggests_weights_only_false(tmp_path: P
     # torch's own advice, which we must not repeat
     assert re.search(r"weights_only.{0,20}False", str(caught.value).replace("`", ""))
     assert safety.is_unsafe_pickle_error(caught.value)
+    assert not safety.is_unsafe_pickle_error(pickle.UnpicklingError("invalid load key, 'x'."))  # corrupt
     error = safety.unsafe_checkpoint_error(caught.value, path)
     assert isinstance(error, WeightsError) and error.exit_code == 1
     message = str(error)

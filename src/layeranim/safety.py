@@ -617,7 +617,8 @@ def clean_stale_partials(
     """Remove the temporaries a killed run left beside `target`; returns what was removed.
 
     Matches `.STEM.TOKEN.partialEXT` (files, from `atomic_output`), `.NAME.TOKEN.partial` and
-    `.NAME.TOKEN.old` (folders) for this exact target, where TOKEN is `PID-xxxxxxxx` (`partial_name`) or
+    `.NAME.TOKEN.old` (folders) for this exact target, and `.TOKEN.partial-frames` (frames staged for a
+    PNG-sequence pattern) in its folder, where TOKEN is `PID-xxxxxxxx` (`partial_name`) or
     the older `xxxxxxxx`. One is stale when its PID is not a running process, or, without a PID, when it
     was last modified more than `max_age_s` ago. Live writers' temporaries are never touched.
     """
@@ -628,6 +629,7 @@ def clean_stale_partials(
     patterns = [
         re.compile(rf"^\.{re.escape(target.stem)}\.{_PARTIAL_TOKEN}\.partial{re.escape(target.suffix)}$"),
         re.compile(rf"^\.{re.escape(target.name)}\.{_PARTIAL_TOKEN}\.(?:partial|old)$"),
+        re.compile(rf"^\.{_PARTIAL_TOKEN}\.partial-frames$"),  # frames staged for a `%d` pattern target
     ]
     current = time.time() if now is None else now
     removed = []
@@ -696,7 +698,10 @@ def is_unsafe_pickle_error(exc: BaseException) -> bool:
     """Whether `exc` is torch's weights_only refusal of a pickle with globals it will not run."""
     import pickle
 
-    return isinstance(exc, pickle.UnpicklingError) or "weights only load failed" in str(exc).lower()
+    text = str(exc).lower()
+    return "weights only load failed" in text or (
+        isinstance(exc, pickle.UnpicklingError) and "global" in text
+    )
 
 
 def unsafe_checkpoint_error(
