@@ -351,6 +351,22 @@ def test_out_of_memory_is_recognised_with_hints() -> None:
     assert "--offload" not in safety.oom_hint(MemoryError(), device="cpu")
 
 
+def test_known_failure_maps_ordinary_failures_and_leaves_bugs_alone() -> None:
+    disk_full = OSError(errno.ENOSPC, "No space left on device", "/data/out.webm")
+    assert str(safety.known_failure(disk_full)) == (
+        "cannot write '/data/out.webm': no space left on device; free space or choose another location."
+    )
+    oom = safety.known_failure(torch.OutOfMemoryError("CUDA out of memory."), device="cuda")
+    assert oom is not None and str(oom).startswith("out of memory on cuda;")
+    refused = safety.known_failure(pickle.UnpicklingError("Unsupported global: GLOBAL os.system"))
+    assert isinstance(refused, WeightsError) and "os.system" in str(refused)
+    assert safety.known_failure(RuntimeError("inline_container.cc:672 failed writing")) is not None
+    denied = safety.known_failure(PermissionError(errno.EACCES, "Permission denied", "/data/in.webm"))
+    assert str(denied).startswith("cannot use '/data/in.webm': permission denied")
+    assert safety.known_failure(TypeError("a bug")) is None
+    assert safety.known_failure(KeyError("x")) is None
+
+
 # ---------------------------------------------------------------------------------------------------
 # Stale temporaries
 

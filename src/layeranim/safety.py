@@ -569,6 +569,26 @@ def oom_hint(exc: BaseException | None = None, *, device: str | None = None) -> 
     return f"out of memory{where}{detail}; " + ", ".join(hints) + "."
 
 
+def known_failure(exc: BaseException, *, device: str | None = None) -> LayerAnimError | None:
+    """The one-line `LayerAnimError` for an ordinary failure that reached the top, or None.
+
+    For the CLI's error translator, before its "unexpected … report it" branch: file-system errors
+    (`translate_os_error`, with the path the OSError carries), out-of-memory (`oom_hint`), torch.save's
+    disk-full RuntimeError, and refused pickles (`unsafe_checkpoint_error`). Raise the result `from exc`.
+    """
+    if is_out_of_memory(exc):
+        return LayerAnimError(oom_hint(exc, device=device))
+    if is_unsafe_pickle_error(exc):
+        return unsafe_checkpoint_error(exc, getattr(exc, "filename", None) or "the checkpoint")
+    if isinstance(exc, OSError) and exc.errno is not None:
+        # Only these can come from writing alone; anything else may have been a read.
+        writing = exc.errno in (errno.ENOSPC, errno.EROFS, errno.EDQUOT)
+        return translate_os_error(exc, exc.filename, action="write" if writing else "use")
+    if isinstance(exc, RuntimeError) and "inline_container" in str(exc):
+        return translate_os_error(exc, None)
+    return None
+
+
 # ---------------------------------------------------------------------------------------------------
 # Stale temporaries of killed runs.
 
@@ -740,6 +760,7 @@ __all__ = [
     "format_template",
     "is_out_of_memory",
     "is_unsafe_pickle_error",
+    "known_failure",
     "mark_owned",
     "oom_hint",
     "os_errors",
