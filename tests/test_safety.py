@@ -337,7 +337,7 @@ def test_torch_save_disk_full_is_recognised(tmp_path: Path, monkeypatch: pytest.
     monkeypatch.setattr(safety, "_disk_nearly_full", lambda path: True)
     assert "no space left" in str(safety.translate_os_error(exc, tmp_path / "ckpt"))
     monkeypatch.setattr(safety, "_disk_nearly_full", lambda path: False)
-    assert "could not be written completely" in str(safety.translate_os_error(exc, tmp_path / "ckpt"))
+    assert "the write failed part-way" in str(safety.translate_os_error(exc, tmp_path / "ckpt"))
 
 
 def test_out_of_memory_is_recognised_with_hints() -> None:

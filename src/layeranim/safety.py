@@ -487,7 +487,8 @@ def translate_os_error(
         code = errno.ENOSPC if _disk_nearly_full(path) else None
         if code is None:
             return LayerAnimError(
-                f"cannot {action} {shown!r}: the file could not be written completely; check the disk."
+                f"cannot {action} {shown!r}: the write failed part-way (a full disk, or a file-system "
+                "error); free space or choose another location."
             )
     if code in _OS_REASONS:
         reason, fix = _OS_REASONS[code]
