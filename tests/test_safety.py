@@ -204,19 +204,19 @@ def test_templates_that_are_accepted(template: str) -> None:
         ("{slug!r:>99999999}", "conversion"),
         ("{slug!s}", "conversion"),
         ("{slug!a}.webm", "conversion"),
-        ("{slug:>9999999999}", "format spec"),
-        ("{slug:.20}", "format spec"),
-        ("{index:>5}", "format spec"),
-        ("{index:3d}", "format spec"),
-        ("{index:,d}", "format spec"),
-        ("{seed:x}", "format spec"),
-        ("{index:0{seed}d}", "format spec"),
+        ("{slug:>9999999999}", "a format spec does not fit"),
+        ("{slug:.20}", "a format spec does not fit"),
+        ("{index:>5}", "only format spec allowed is zero padding"),
+        ("{index:3d}", "zero padding"),
+        ("{index:,d}", "zero padding"),
+        ("{seed:x}", "zero padding"),
+        ("{index:0{seed}d}", "zero padding"),
         ("{index:013d}", "at most 12"),
         ("{index:0999d}", "at most 12"),
-        ("{seed.real}", "the fields are"),
-        ("{slug[0]}", "the fields are"),
-        ("{}", "the fields are"),
-        ("{0}", "the fields are"),
+        ("{seed.real}", "unknown field {seed.real}"),
+        ("{slug[0]}", "unknown field {slug[0]}"),
+        ("{}", "unknown field {}"),
+        ("{0}", "unknown field {0}"),
         ("{name}", "the fields are"),
         ("{slug", "not a valid template"),
         ("}", "not a valid template"),
@@ -224,7 +224,7 @@ def test_templates_that_are_accepted(template: str) -> None:
 )
 def test_templates_that_are_refused(template: str, needle: str) -> None:
     started = time.monotonic()
-    with pytest.raises(UsageError, match=needle) as caught:
+    with pytest.raises(UsageError, match=re.escape(needle)) as caught:
         safety.validate_template(template, option="-o")
     assert str(caught.value).startswith("-o ")
     assert time.monotonic() - started < 1.0

@@ -265,7 +265,7 @@ def validate_template(
         shown = "{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
         if name not in allowed:
             raise UsageError(
-                f"{option} {template!r} uses {shown or '{}'}; the fields are {listing}, used as {{index}}."
+                f"{option} {template!r} uses the unknown field {shown}; the fields are {listing}."
             )
         if conversion:
             raise UsageError(
@@ -274,10 +274,15 @@ def validate_template(
             )
         if spec:
             match = _INT_SPEC.match(spec)
-            if name not in integers or match is None:
+            if name not in integers:
                 raise UsageError(
-                    f"{option} {template!r}: {shown} has a format spec; only zero-padded integers are "
-                    f"allowed (e.g. {{index:03d}}, {{seed:08d}}), otherwise write the plain field {{{name}}}."
+                    f"{option} {template!r}: {shown}: a format spec does not fit its field; write the plain "
+                    f"field {{{name}}} (only integer fields take zero padding, e.g. {{index:03d}})."
+                )
+            if match is None:
+                raise UsageError(
+                    f"{option} {template!r}: {shown}: the only format spec allowed is zero padding "
+                    f"(e.g. {{index:03d}}, {{seed:08d}}); otherwise write the plain field {{{name}}}."
                 )
             width = int(match.group(1)) if match.group(1) else 0
             if width > MAX_PAD_WIDTH:
