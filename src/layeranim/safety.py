@@ -715,10 +715,6 @@ def decode_prompt_arg(value: str, source: str) -> str:
 # ---------------------------------------------------------------------------------------------------
 # Checkpoints refused by weights_only loading.
 
-_UNSAFE_ADVICE = re.compile(
-    r"weights_only\s*=\s*False|re-running `torch\.load`|set to `False`", re.IGNORECASE
-)
-
 
 def is_unsafe_pickle_error(exc: BaseException) -> bool:
     """Whether `exc` is torch's weights_only refusal of a pickle with globals it will not run."""
