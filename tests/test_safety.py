@@ -110,6 +110,45 @@ def test_replace_folder_contents_rechecks_for_files_that_arrive_while_writing(tm
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
+def test_presumed_owned_keeps_older_outputs_replaceable(tmp_path: Path) -> None:
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    (frames / "frame_00000.png").write_bytes(b"old")  # written before layeranim kept markers
+    (frames / "notes.txt").write_text("mine")
+    is_frame = lambda entry: entry.endswith(".png") and "/" not in entry  # noqa: E731
+    with pytest.raises(UsageError, match=r"notes\.txt") as caught:
+        safety.check_replaceable(frames, presumed_owned=is_frame)
+    assert "frame_00000.png" not in str(caught.value)
+    (frames / "notes.txt").unlink()
+    with safety.replace_folder_contents(frames, overwrite=True, presumed_owned=is_frame) as staging:
+        (staging / "frame_00000.png").write_bytes(b"new")
+    assert (frames / "frame_00000.png").read_bytes() == b"new"
+
+
+def test_replace_folder_contents_puts_the_old_folder_back_when_the_swap_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "out"
+    with safety.replace_folder_contents(target) as staging:
+        (staging / "a.png").write_bytes(b"1")
+    real_replace = os.replace
+
+    def failing_replace(src: object, dst: object) -> None:
+        if Path(str(dst)) == target and ".partial" in str(src):  # the staging folder cannot move in
+            raise OSError(errno.EIO, "Input/output error", str(dst))
+        real_replace(src, dst)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "replace", failing_replace)
+    with (
+        pytest.raises(LayerAnimError, match="Input/output error"),
+        safety.replace_folder_contents(target, overwrite=True) as staging,
+    ):
+        (staging / "a.png").write_bytes(b"2")
+    monkeypatch.undo()
+    assert (target / "a.png").read_bytes() == b"1"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
 def test_foreign_entries_ignore_layeranim_temporaries_and_see_empty_folders(tmp_path: Path) -> None:
     (tmp_path / "frame_00000.png").write_bytes(b"x")
     safety.mark_owned(tmp_path, ["frame_00000.png"])

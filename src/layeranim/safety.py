@@ -95,13 +95,19 @@ def mark_owned(folder: str | Path, entries: Iterable[str | Path] | None = None) 
     return marker
 
 
-def foreign_entries(folder: str | Path) -> list[str]:
-    """What is in `folder` that layeranim did not write (sorted; stale layeranim temporaries excluded)."""
+def foreign_entries(folder: str | Path, presumed_owned: Callable[[str], bool] | None = None) -> list[str]:
+    """What is in `folder` that layeranim did not write (sorted; stale layeranim temporaries excluded).
+
+    `presumed_owned(relative_path)` may vouch for entries that layeranim wrote before it kept markers
+    (e.g. `frame_00012.png` in a PNG-sequence folder), so older outputs stay replaceable.
+    """
     folder = Path(folder)
     owned = owned_entries(folder)
     foreign = []
     for entry in _relative_entries(folder):
         if entry in owned or _is_layeranim_temp(Path(entry).name):
+            continue
+        if presumed_owned is not None and presumed_owned(entry):
             continue
         # A folder counts as foreign only through the foreign files inside it (or when it is empty).
         path = folder / entry
@@ -111,7 +117,9 @@ def foreign_entries(folder: str | Path) -> list[str]:
     return sorted(foreign)
 
 
-def check_replaceable(folder: str | Path, *, argument: str = "output") -> None:
+def check_replaceable(
+    folder: str | Path, *, argument: str = "output", presumed_owned: Callable[[str], bool] | None = None
+) -> None:
     """Refuse (UsageError) to replace `folder` when it holds anything layeranim did not write.
 
     The message names the folder and a few foreign files and suggests another folder; it does not suggest
@@ -125,7 +133,7 @@ def check_replaceable(folder: str | Path, *, argument: str = "output") -> None:
             f"{argument} {str(folder)!r} is not a folder layeranim wrote "
             f"({'a link' if folder.is_symlink() else 'a file'}); choose a new folder name."
         )
-    foreign = foreign_entries(folder)
+    foreign = foreign_entries(folder, presumed_owned)
     if foreign:
         shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
         raise UsageError(
@@ -136,14 +144,18 @@ def check_replaceable(folder: str | Path, *, argument: str = "output") -> None:
 
 @contextmanager
 def replace_folder_contents(
-    folder: str | Path, overwrite: bool = False, *, argument: str = "output"
+    folder: str | Path,
+    overwrite: bool = False,
+    *,
+    argument: str = "output",
+    presumed_owned: Callable[[str], bool] | None = None,
 ) -> Iterator[Path]:
     """Yield a hidden staging folder beside `folder`; on success it becomes `folder`, marked as owned.
 
     An existing `folder` is replaced only with `overwrite=True` and only when everything in it was written
     by layeranim (`check_replaceable`), checked before the block and again just before the old folder is
     deleted. On any exception (KeyboardInterrupt included) the staging folder is removed and `folder` is
-    untouched.
+    untouched. `presumed_owned` is passed to `check_replaceable`.
     """
     target = Path(folder)
     parent = target.parent
@@ -153,7 +165,7 @@ def replace_folder_contents(
         )
     exists = target.exists() or target.is_symlink()
     if exists:
-        check_replaceable(target, argument=argument)
+        check_replaceable(target, argument=argument, presumed_owned=presumed_owned)
         if not overwrite:
             raise OutputExistsError(
                 f"{argument} folder {str(target)!r} already exists; pass --overwrite (overwrite=True) to "
@@ -165,6 +177,7 @@ def replace_folder_contents(
         staging.mkdir()
     except OSError as exc:
         raise translate_os_error(exc, parent) from exc
+    old: Path | None = None
     try:
         yield staging
         mark_owned(staging)
@@ -176,19 +189,21 @@ def replace_folder_contents(
                 )
             old = parent / f".{target.name}.{os.getpid()}-{secrets.token_hex(4)}.old"
             os.replace(target, old)
-            foreign = foreign_entries(old)
-            if foreign:  # something arrived after the first check: put everything back as it was
+            if foreign_entries(old, presumed_owned):  # something arrived after the first check
                 os.replace(old, target)
-                check_replaceable(target, argument=argument)
+                old = None
+                check_replaceable(target, argument=argument, presumed_owned=presumed_owned)
             os.replace(staging, target)
-            shutil.rmtree(old, ignore_errors=True)
+            removing, old = old, None
+            shutil.rmtree(removing, ignore_errors=True)
         else:
             os.replace(staging, target)
-    except OSError as exc:
+    except BaseException as exc:
         shutil.rmtree(staging, ignore_errors=True)
-        raise translate_os_error(exc, target) from exc
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        if old is not None and not (target.exists() or target.is_symlink()):
+            os.replace(old, target)  # put the previous folder back before reporting the failure
+        if isinstance(exc, OSError):
+            raise translate_os_error(exc, target) from exc
         raise
 
 
