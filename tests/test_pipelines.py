@@ -8,13 +8,10 @@ import torch
 
 from layeranim.components import Components, ModelSpec, load_components, load_motion_adapter
 from layeranim.errors import UsageError
+from layeranim.latents import load_latent, save_latent
 from layeranim.models.inter_frame_attention import save_ifa_weights
 from layeranim.pipelines.layeranimate import LayerAnimatePipeline, build_motion_unet
-from layeranim.pipelines.layerdiffuse import (
-    LayerDiffusePipeline,
-    load_adjusted_latent,
-    save_adjusted_latent,
-)
+from layeranim.pipelines.layerdiffuse import LayerDiffusePipeline
 
 SIZE = 64
 FRAMES = 5  # middle = 2
@@ -98,15 +95,15 @@ def test_stage_one_batch_decodes_each_image_like_a_single_run(stage_one: LayerDi
 
 
 def test_stage_one_rejects_sizes_the_vae_cannot_take(stage_one: LayerDiffusePipeline) -> None:
-    with pytest.raises(UsageError, match="--width 60"):
+    with pytest.raises(UsageError, match="width=60"):
         stage_one("x", height=SIZE, width=60, num_inference_steps=1)
 
 
 def test_latent_sidecar_round_trip(tmp_path, stage_one: LayerDiffusePipeline) -> None:
     out = run_stage_one(stage_one, tta=False)
     path = tmp_path / "img.latent.safetensors"
-    save_adjusted_latent(path, out.latents[:1], {"prompt": "lower newer", "seed": 0})
-    latent, meta = load_adjusted_latent(path)
+    save_latent(path, out.latents[:1], {"prompt": "lower newer", "seed": 0})
+    latent, meta = load_latent(path)
     assert torch.equal(latent, out.latents[:1])
     assert meta["prompt"] == "lower newer" and meta["seed"] == "0"
 
@@ -177,9 +174,9 @@ def test_stage_two_same_seed_same_frames(stage_two: LayerAnimatePipeline) -> Non
 
 def test_stage_two_frame_count_is_bounded_by_the_motion_window(stage_two: LayerAnimatePipeline) -> None:
     base = torch.zeros(1, 4, SIZE // 8, SIZE // 8)
-    with pytest.raises(UsageError, match="--frames 33"):
+    with pytest.raises(UsageError, match="num_frames=33"):
         stage_two("x", base_latent=base, num_frames=33, num_inference_steps=1)
-    with pytest.raises(UsageError, match="--frames 1"):
+    with pytest.raises(UsageError, match="num_frames=1"):
         stage_two("x", base_latent=base, num_frames=1, num_inference_steps=1)
 
 

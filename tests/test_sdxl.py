@@ -24,9 +24,10 @@ from typer.testing import CliRunner
 from layeranim.cli import app
 from layeranim.components import Components, ModelSpec, load_components
 from layeranim.errors import UsageError, WeightsError
+from layeranim.latents import load_latent
 from layeranim.models.layerdiffuse_unet import apply_layerdiffuse_sdxl, sdxl_attn_state_dict_shapes
 from layeranim.models.transparent_vae import TransparentVAEDecoder, TransparentVAEEncoder
-from layeranim.pipelines.layerdiffuse import LayerDiffusePipeline, load_adjusted_latent
+from layeranim.pipelines.layerdiffuse import LayerDiffusePipeline
 
 SIZE = 64  # pixels; the transparency decoder needs multiples of 64
 LATENT = SIZE // 8
@@ -440,7 +441,7 @@ def test_cli_image_family_sdxl(loaded: Components, tiny_sdxl: dict[str, Any], tm
     with Image.open(out) as image:
         assert image.mode == "RGBA" and image.size == (SIZE, SIZE)
         rgba_hwc_uint8 = np.asarray(image)
-    latent, meta = load_adjusted_latent(Path(report["latent"]))
+    latent, meta = load_latent(Path(report["latent"]))
     assert latent.shape == (1, 4, LATENT, LATENT) and meta["family"] == "sdxl"
     # the same run through the library (the CLI's defaults: guidance 7, empty negative, Euler ancestral)
     expected = run(make_pipeline(loaded), seed=9, guidance_scale=7.0)

@@ -11,15 +11,19 @@ Axes: b = video, c = latent channels, f = frame, h/w = latent height/width (pixe
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from diffusers import AutoencoderKL, DiffusionPipeline, MotionAdapter, UNet2DConditionModel, UNetMotionModel
+from diffusers.loaders import TextualInversionLoaderMixin
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils import BaseOutput
+from diffusers.utils.torch_utils import randn_tensor
 from einops import rearrange
 from transformers import CLIPTextModel, CLIPTokenizer
 
@@ -27,36 +31,65 @@ from layeranim.errors import UsageError
 from layeranim.models.inter_frame_attention import (
     InterFrameAttnProcessor,
     install_inter_frame_attention,
+    inter_frame_attention_processors,
     load_ifa_weights,
     middle_frame_index,
+    save_ifa_weights,
 )
 from layeranim.models.layerdiffuse_unet import (
     LayerDiffuseAttnProcessor,
+    layerdiffuse_processors,
+    load_layerdiffuse_processors,
+    plain_attention_processors,
     reinstall_processors,
     remove_processors,
+    save_layerdiffuse_processors,
 )
 from layeranim.models.transparent_vae import (
     TransparentVAEDecoder,
     TransparentVAEEncoder,
     decode_rgba,
     encode_adjusted_latent,
-    rgba_to_uint8,
 )
 from layeranim.pipelines._prompts import encode_prompt_sd15
-from layeranim.pipelines.layerdiffuse import ProgressFn, as_list, check_size
+from layeranim.pipelines.layerdiffuse import (
+    PROCESSORS_FILE,
+    ProgressFn,
+    StepEndCallback,
+    _download_kwargs,
+    as_list,
+    check_callback_inputs,
+    check_generators,
+    check_output_type,
+    check_size,
+    first_generator,
+    realign_loaded_weights_,
+    rgba_output,
+)
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_FRAMES = 16
+IFA_FILE = "inter_frame_attention.safetensors"
+"""Inside a saved pipeline's `unet/`: the IFA weights (`save_ifa_weights` format, so `--ifa-weights` reads
+it too)."""
+
+ImageInput = np.ndarray | list[np.ndarray]
+LatentInput = torch.Tensor | list[torch.Tensor]
 
 
 @dataclass
 class LayerAnimateOutput(BaseOutput):
-    """Stage-two result."""
+    """Stage-two result.
 
-    frames: np.ndarray  # (f, H, W, 4) uint8, straight alpha
-    latents: torch.Tensor  # (1, c, f, h, w) final latents in the UNet's (scaled) space, float32 on CPU
-    middle_index: int
+    `frames` by `output_type`: "np" uint8 straight RGBA (f, H, W, 4); "pt" float32 in [0, 1] (f, 4, H, W);
+    "pil" a list of RGBA `PIL.Image`s; "latent" the latents again (nothing decoded). A batched call (a list
+    of prompts, or `num_videos_per_prompt` > 1) adds a leading video axis (b, …) / a list per video.
+    """
+
+    frames: np.ndarray | torch.Tensor | list[Any]
+    latents: torch.Tensor  # (b, c, f, h, w) final latents in the UNet's (scaled) space, float32 on CPU
+    middle_index: int  # the frame that holds the clean base latent in every video
 
 
 @dataclass
@@ -100,11 +133,16 @@ def build_motion_unet(
     return MotionUNet(unet=motion, ifa_processors=processors, ifa_metadata=metadata)
 
 
-class LayerAnimatePipeline(DiffusionPipeline):
-    """RGBA image or adjusted latent → transparent video frames (Layer-Animate stage two)."""
+class LayerAnimatePipeline(DiffusionPipeline, TextualInversionLoaderMixin):
+    """RGBA image or adjusted latent → transparent video frames (Layer-Animate stage two).
+
+    `save_pretrained` writes a diffusers folder plus, in `unet/`, the LayerDiffuse processors' weights and
+    the IFA weights; `from_pretrained` puts both back, so a trained model is shared as one folder.
+    """
 
     model_cpu_offload_seq = "text_encoder->unet->vae->transparent_decoder"
     _optional_components: ClassVar[list[str]] = ["transparent_encoder"]
+    _callback_tensor_inputs: ClassVar[list[str]] = ["latents", "prompt_embeds"]
 
     def __init__(
         self,
@@ -127,16 +165,75 @@ class LayerAnimatePipeline(DiffusionPipeline):
             transparent_encoder=transparent_encoder,
         )
         self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        self._interrupt = False
 
     @property
     def max_frames(self) -> int:
         return int(self.unet.config.motion_max_seq_length)
+
+    @property
+    def interrupt(self) -> bool:
+        """Set `pipe._interrupt = True` (e.g. in `callback_on_step_end`) to skip the remaining steps."""
+        return self._interrupt
+
+    # ---------------------------------------------------------------------------------------------
+    # save_pretrained / from_pretrained: diffusers' folder, plus the processors it cannot rebuild
+
+    def save_pretrained(
+        self,
+        save_directory: str | os.PathLike[str],
+        *,
+        ifa_metadata: Mapping[str, str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """A diffusers pipeline folder; `unet/` also gets `PROCESSORS_FILE` (LayerDiffuse) and `IFA_FILE`.
+
+        `ifa_metadata` (`base_model`, `motion_adapter`, `frames`) is recorded in the IFA file, as
+        `save_ifa_weights` does; missing keys are written as "unknown".
+        """
+        layerdiffuse = layerdiffuse_processors(self.unet)
+        ifa = inter_frame_attention_processors(self.unet)
+        with plain_attention_processors(self.unet):  # the UNet's own weights in the diffusers layout
+            super().save_pretrained(save_directory, **kwargs)
+        unet_dir = Path(save_directory) / "unet"
+        if layerdiffuse:
+            save_layerdiffuse_processors(unet_dir / PROCESSORS_FILE, layerdiffuse)
+        if ifa:
+            metadata = {"base_model": "unknown", "motion_adapter": "unknown", "frames": "unknown"}
+            metadata.update(ifa_metadata or {})
+            save_ifa_weights(unet_dir / IFA_FILE, ifa, metadata=metadata, overwrite=True)
+
+    @classmethod
+    def from_pretrained(
+        cls, pretrained_model_name_or_path: str | os.PathLike[str], **kwargs: Any
+    ) -> LayerAnimatePipeline:
+        """Load a folder `save_pretrained` wrote (or a Hub id): LayerDiffuse processors, then IFA on top."""
+        folder = Path(pretrained_model_name_or_path)
+        if not folder.is_dir():
+            folder = Path(cls.download(pretrained_model_name_or_path, **_download_kwargs(kwargs)))
+        pipe = super().from_pretrained(folder, **kwargs)
+        realign_loaded_weights_(pipe)
+        unet_dir = folder / "unet"
+        if (unet_dir / PROCESSORS_FILE).is_file():
+            load_layerdiffuse_processors(pipe.unet, unet_dir / PROCESSORS_FILE)
+        if (unet_dir / IFA_FILE).is_file():
+            for processor in install_inter_frame_attention(pipe.unet).values():
+                processor.to(device=pipe.unet.device, dtype=pipe.unet.dtype)
+            load_ifa_weights(pipe.unet, unet_dir / IFA_FILE)
+        return pipe
+
+    # ---------------------------------------------------------------------------------------------
+    # The steps of __call__
 
     @torch.no_grad()
     def encode_image(self, rgba_hwc_uint8: np.ndarray) -> torch.Tensor:
         """An RGBA still → its adjusted latent (1, c, h, w) in the UNet's space (paper §III-B, Fig. 2)."""
         if self.transparent_encoder is None:
             raise UsageError("an RGBA input image needs the transparency encoder; load it with the pipeline.")
+        if rgba_hwc_uint8.ndim != 3 or rgba_hwc_uint8.shape[-1] != 4:
+            raise UsageError(
+                f"image has shape {rgba_hwc_uint8.shape}; give an RGBA array (height, width, 4)."
+            )
         height, width = rgba_hwc_uint8.shape[:2]
         check_size("image height", height)
         check_size("image width", width)
@@ -145,104 +242,317 @@ class LayerAnimatePipeline(DiffusionPipeline):
         raw = encode_adjusted_latent(self.vae, self.transparent_encoder, rgba_b4hw_01.to(self.vae.dtype))
         return raw.float() * self.vae.config.scaling_factor
 
-    @torch.no_grad()
-    def __call__(
+    def check_inputs(
         self,
-        prompt: str,
-        negative_prompt: str | None = None,
-        *,
-        image: np.ndarray | None = None,
-        base_latent: torch.Tensor | None = None,
-        num_frames: int = DEFAULT_FRAMES,
-        num_inference_steps: int = 25,
-        guidance_scale: float = 7.5,
-        generator: torch.Generator | None = None,
-        tta: bool = True,
-        decode_chunk_size: int = 4,
-        progress: ProgressFn | None = None,
-    ) -> LayerAnimateOutput:
-        # 1. Check inputs
+        prompt: str | list[str] | None,
+        image: ImageInput | None,
+        base_latent: LatentInput | None,
+        num_frames: int,
+        num_inference_steps: int,
+        num_videos_per_prompt: int,
+        decode_chunk_size: int,
+        output_type: str,
+        callback_on_step_end_tensor_inputs: list[str],
+    ) -> None:
+        """Refuse bad arguments before any model runs, naming the argument, its value and the fix."""
+        if prompt is None or not isinstance(prompt, (str, list)) or (isinstance(prompt, list) and not prompt):
+            raise UsageError(f"prompt={prompt!r} must be a string or a non-empty list of strings.")
         if (image is None) == (base_latent is None):
-            raise UsageError("give exactly one of an RGBA image or a stage-one latent.")
+            raise UsageError("give exactly one of image (an RGBA still) or base_latent (a stage-one latent).")
         if not 2 <= num_frames <= self.max_frames:
             raise UsageError(
-                f"--frames {num_frames} is outside 2..{self.max_frames} (the motion module's window); "
-                f"pick a value in that range."
+                f"num_frames={num_frames} is outside 2..{self.max_frames} (the motion module's window); "
+                "pick a value in that range."
             )
         if num_inference_steps < 1:
-            raise UsageError(f"--steps {num_inference_steps} must be at least 1.")
+            raise UsageError(f"num_inference_steps={num_inference_steps} must be at least 1.")
+        if num_videos_per_prompt < 1:
+            raise UsageError(f"num_videos_per_prompt={num_videos_per_prompt} must be at least 1.")
         if decode_chunk_size < 1:
-            raise UsageError(f"--decode-chunk-size {decode_chunk_size} must be at least 1.")
-        device = self._execution_device
-        dtype = self.unet.dtype
-        guidance = guidance_scale > 1.0
-        middle = middle_frame_index(num_frames)
+            raise UsageError(f"decode_chunk_size={decode_chunk_size} must be at least 1.")
+        check_output_type(output_type)
+        check_callback_inputs(callback_on_step_end_tensor_inputs, self._callback_tensor_inputs)
 
-        # 2. The base latent: clean, in the UNet's (scaled) transparent latent space
-        base = self.encode_image(image) if image is not None else base_latent
-        assert base is not None
-        if base.ndim != 4 or base.shape[0] != 1 or base.shape[1] != self.unet.config.in_channels:
-            raise UsageError(f"the base latent has shape {tuple(base.shape)}; expected (1, 4, h, w).")
-        base_b1chw = rearrange(base.to(device=device, dtype=dtype), "b c h w -> b c 1 h w")
-        height, width = base.shape[-2] * self.vae_scale_factor, base.shape[-1] * self.vae_scale_factor
-
-        # 3. Encode the prompt; rows are video-major, frame-minor (b*F + f), so repeat per frame
-        text = encode_prompt_sd15(
-            self.tokenizer,
-            self.text_encoder,
-            [prompt],
-            as_list(negative_prompt, 1),
-            device=device,
-            guidance=guidance,
-        )
-        text_embeds = text.embeds_bnc.to(dtype).repeat_interleave(num_frames, dim=0)  # ((b f), n, c)
-
-        # 4. Timesteps and initial noise for every frame (the middle one is replaced by the base)
-        self.scheduler.set_timesteps(num_inference_steps, device=device)
-        timesteps = self.scheduler.timesteps
-        shape = (1, self.unet.config.in_channels, num_frames, base.shape[-2], base.shape[-1])
-        gen_device = generator.device if generator is not None else torch.device("cpu")
-        latents = torch.randn(shape, generator=generator, device=gen_device, dtype=torch.float32)
-        latents = (latents * self.scheduler.init_noise_sigma).to(device=device, dtype=dtype)
-        latents[:, :, middle : middle + 1] = base_b1chw
-
-        # 5. Denoising loop. The middle frame enters every UNet call clean (after the scheduler's input
-        # scaling, as in training: no noise, no scaling) and is put back after every step.
-        for i, t in enumerate(timesteps):
-            model_input = torch.cat([latents] * 2) if guidance else latents
-            model_input = self.scheduler.scale_model_input(model_input, t)
-            model_input[:, :, middle : middle + 1] = base_b1chw
-            noise_pred = self.unet(model_input, t, encoder_hidden_states=text_embeds).sample
-            if guidance:
-                uncond, cond = noise_pred.chunk(2)
-                noise_pred = uncond + guidance_scale * (cond - uncond)
-            latents = self.scheduler.step(noise_pred, t, latents, generator=generator).prev_sample
-            latents[:, :, middle : middle + 1] = base_b1chw
-            if progress is not None:
-                progress("denoise", i + 1, len(timesteps))
-
-        # 6. Decode every frame through the SD VAE and the transparency decoder. The middle frame is decoded
-        # on its own, exactly as stage one decodes an image, so it is bit-identical to stage one's still.
-        raw_fchw = rearrange(latents[0], "c f h w -> f c h w") / self.vae.config.scaling_factor
-        frames: list[np.ndarray | None] = [None] * num_frames
-        frames[middle] = rgba_to_uint8(
-            decode_rgba(
-                self.vae, self.transparent_decoder, raw_fchw[middle : middle + 1], tta=tta, chunk_size=1
+    def prepare_base_latents(
+        self, image: ImageInput | None, base_latent: LatentInput | None, num_prompts: int
+    ) -> torch.Tensor:
+        """The clean base latents (p, c, h, w) float32, one per prompt, in the UNet's transparent latent
+        space: each RGBA still encoded on its own, or the given stage-one latents. One base serves all."""
+        if image is not None:
+            images = list(image) if isinstance(image, list) else [image]
+            bases = [self.encode_image(rgba) for rgba in images]
+            name = "image"
+        else:
+            assert base_latent is not None
+            given = base_latent if isinstance(base_latent, list) else [base_latent]
+            bases = []
+            for latent in given:
+                if latent.ndim == 3:
+                    latent = latent[None]
+                if latent.ndim != 4 or latent.shape[1] != self.unet.config.in_channels:
+                    raise UsageError(
+                        f"base_latent has shape {tuple(latent.shape)}; expected "
+                        f"(n, {self.unet.config.in_channels}, h, w)."
+                    )
+                bases.extend(latent.float().split(1))
+            name = "base_latent"
+        if len({tuple(b.shape) for b in bases}) != 1:
+            raise UsageError(f"{name} entries differ in size; give stills (or latents) of one size.")
+        if len(bases) not in (1, num_prompts):
+            raise UsageError(
+                f"{name} has {len(bases)} entries for {num_prompts} prompts; give one, or one per prompt."
             )
+        return torch.cat(bases * (num_prompts if len(bases) == 1 else 1))
+
+    def prepare_latents(
+        self,
+        batch: int,
+        num_frames: int,
+        height: int,
+        width: int,
+        dtype: torch.dtype,
+        device: torch.device,
+        generator: torch.Generator | list[torch.Generator] | None,
+        latents: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Initial noise (b, c, f, h, w) × `init_noise_sigma` (h, w in latent pixels), drawn in fp32 on the
+        generator's device (the CPU without one); with a generator list, video i draws from generator i."""
+        shape = (batch, self.unet.config.in_channels, num_frames, height, width)
+        if latents is None:
+            first = first_generator(generator)
+            gen_device = first.device if first is not None else torch.device("cpu")
+            latents = randn_tensor(shape, generator=generator, device=gen_device, dtype=torch.float32)
+        elif tuple(latents.shape) != shape:
+            raise UsageError(f"latents has shape {tuple(latents.shape)}; expected {shape} for this call.")
+        return (latents.float() * self.scheduler.init_noise_sigma).to(device=device, dtype=dtype)
+
+    def encode_prompts(
+        self, prompts: list[str], negatives: list[str], guidance: bool, clip_skip: int | None
+    ) -> torch.Tensor:
+        """[uncond videos…, cond videos…] CLIP conditioning (2b or b, n, c). Each prompt is encoded on its
+        own, so a video's conditioning does not depend on the other prompts of the call."""
+        device = self._execution_device
+        halves = [
+            encode_prompt_sd15(
+                self.tokenizer,
+                self.text_encoder,
+                [p],
+                [n],
+                device=device,
+                guidance=guidance,
+                clip_skip=clip_skip,
+            ).embeds_bnc
+            for p, n in zip(prompts, negatives, strict=True)
+        ]
+        if not guidance:
+            return torch.cat(halves)
+        return torch.cat([h[:1] for h in halves] + [h[1:] for h in halves])
+
+    def decode_video(
+        self,
+        latents_cfhw: torch.Tensor,
+        middle: int,
+        *,
+        tta: bool,
+        decode_chunk_size: int,
+        on_decoded: Any = None,
+    ) -> torch.Tensor:
+        """One video's latents → straight RGBA (f, 4, H, W) in [0, 1]. The base frame is decoded on its own,
+        exactly as stage one decodes an image, so it is bit-identical to stage one's still."""
+        num_frames = latents_cfhw.shape[1]
+        raw_fchw = rearrange(latents_cfhw, "c f h w -> f c h w") / self.vae.config.scaling_factor
+        frames: list[torch.Tensor | None] = [None] * num_frames
+        frames[middle] = decode_rgba(
+            self.vae, self.transparent_decoder, raw_fchw[middle : middle + 1], tta=tta, chunk_size=1
         )[0]
+        if on_decoded is not None:
+            on_decoded(1)
         others = [f for f in range(num_frames) if f != middle]
-        done = 1
         for start in range(0, len(others), decode_chunk_size):
             idx = others[start : start + decode_chunk_size]
             rgba = decode_rgba(
                 self.vae, self.transparent_decoder, raw_fchw[idx], tta=tta, chunk_size=decode_chunk_size
             )
             for j, f in enumerate(idx):
-                frames[f] = rgba_to_uint8(rgba[j : j + 1])[0]
-            done += len(idx)
+                frames[f] = rgba[j]
+            if on_decoded is not None:
+                on_decoded(len(idx))
+        return torch.stack([f for f in frames if f is not None])
+
+    def predict_noise(
+        self,
+        latents_bcfhw: torch.Tensor,
+        timestep: torch.Tensor,
+        prompt_embeds: torch.Tensor,
+        base_bc1hw: torch.Tensor,
+        middle: int,
+        guidance_scale: float,
+    ) -> torch.Tensor:
+        """The guided noise prediction for every video, each from its own UNet call with its clean base
+        frame at `middle`. One call per video: a UNet call already holds all its frames, and a video's
+        result then never depends on the others (a batched call equals single calls bit for bit)."""
+        videos = latents_bcfhw.shape[0]
+        guidance = prompt_embeds.shape[0] == 2 * videos
+        num_frames = latents_bcfhw.shape[2]
+        predictions = []
+        for b in range(videos):
+            latents_1cfhw = latents_bcfhw[b : b + 1]
+            model_input = torch.cat([latents_1cfhw] * 2) if guidance else latents_1cfhw
+            model_input = self.scheduler.scale_model_input(model_input, timestep)
+            model_input[:, :, middle : middle + 1] = base_bc1hw[b : b + 1]
+            text = prompt_embeds[b::videos]  # (2 or 1, n, c): [uncond, cond] of video b
+            text_rows = text.repeat_interleave(num_frames, dim=0)  # rows v*F + f, as the UNet folds them
+            noise_pred = self.unet(model_input, timestep, encoder_hidden_states=text_rows).sample
+            if guidance:
+                uncond, cond = noise_pred.chunk(2)
+                noise_pred = uncond + guidance_scale * (cond - uncond)
+            predictions.append(noise_pred)
+        return torch.cat(predictions)
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str | list[str] | None = None,
+        negative_prompt: str | list[str] | None = None,
+        *,
+        image: ImageInput | None = None,
+        base_latent: LatentInput | None = None,
+        num_frames: int = DEFAULT_FRAMES,
+        num_inference_steps: int = 25,
+        guidance_scale: float = 7.5,
+        num_videos_per_prompt: int = 1,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        latents: torch.Tensor | None = None,
+        clip_skip: int | None = None,
+        tta: bool = True,
+        decode_chunk_size: int = 4,
+        output_type: str = "np",
+        return_dict: bool = True,
+        callback_on_step_end: StepEndCallback | None = None,
+        callback_on_step_end_tensor_inputs: list[str] | None = None,
+        progress: ProgressFn | None = None,
+    ) -> LayerAnimateOutput | tuple[Any, ...]:
+        """Animate RGBA stills (or stage-one latents) into straight-RGBA videos.
+
+        Args:
+            prompt: the text, or a list (one video per prompt, a batched call).
+            negative_prompt: what guidance steers away from; one for all prompts or one per prompt.
+            image: an RGBA still (H, W, 4) uint8, or a list with one per prompt.
+            base_latent: instead of `image`, stage one's adjusted latent (n, 4, h, w) or a list; n is 1
+                (shared) or one per prompt.
+            num_frames: frames per video, 2 up to the motion module's window.
+            num_inference_steps: denoising steps.
+            guidance_scale: classifier-free guidance weight; ≤ 1 turns guidance off.
+            num_videos_per_prompt: videos for each prompt (rows prompt-major; a batched call when > 1).
+            generator: a `torch.Generator`, or a list with one per video (video i then depends only on
+                generator i, so a batched call equals single calls with the same seeds).
+            latents: initial noise (b, 4, f, h, w) instead of drawing it (scaled by `init_noise_sigma`).
+            clip_skip: CLIP layers to skip from the end (diffusers' `encode_prompt`).
+            tta: decode with the transparency decoder's test-time augmentation (slower, cleaner alpha).
+            decode_chunk_size: frames decoded at once (memory vs speed).
+            output_type: "np" (uint8), "pt" (float in [0, 1]), "pil", or "latent" (no decoding).
+            return_dict: a `LayerAnimateOutput`, or the tuple `(frames, latents, middle_index)` when False.
+            callback_on_step_end: `callback(pipe, step, timestep, tensors) -> dict` after every step; tensors
+                it returns (`latents` (b, c, f, h, w), `prompt_embeds`) replace the pipeline's, and the clean
+                base frame is put back into the latents after it. `pipe._interrupt = True` skips the
+                remaining steps (the latents so far are decoded).
+            callback_on_step_end_tensor_inputs: the names passed to the callback (default `["latents"]`).
+            progress: `progress(phase, done, total)`, phase "denoise" or "decode".
+        """
+        # 1. Check inputs
+        tensor_inputs = (
+            ["latents"]
+            if callback_on_step_end_tensor_inputs is None
+            else list(callback_on_step_end_tensor_inputs)
+        )
+        self.check_inputs(
+            prompt,
+            image,
+            base_latent,
+            num_frames,
+            num_inference_steps,
+            num_videos_per_prompt,
+            decode_chunk_size,
+            output_type,
+            tensor_inputs,
+        )
+        batched = isinstance(prompt, list) or num_videos_per_prompt > 1
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)  # type: ignore[arg-type]
+        negatives = as_list(negative_prompt, len(prompts))
+        batch = len(prompts) * num_videos_per_prompt
+        check_generators(generator, batch)
+        device = self._execution_device
+        dtype = self.unet.dtype
+        guidance = guidance_scale > 1.0
+        middle = middle_frame_index(num_frames)
+        self._interrupt = False
+
+        # 2. The base latents: clean, in the UNet's (scaled) transparent latent space, one per video
+        bases = self.prepare_base_latents(image, base_latent, len(prompts))
+        bases = bases.repeat_interleave(num_videos_per_prompt, dim=0)  # (b, c, h, w), prompt-major
+        base_bc1hw = rearrange(bases.to(device=device, dtype=dtype), "b c h w -> b c 1 h w")
+        height, width = bases.shape[-2:]
+
+        # 3. Encode the prompts ([uncond videos, cond videos] with guidance)
+        prompt_embeds = self.encode_prompts(
+            [p for p in prompts for _ in range(num_videos_per_prompt)],
+            [n for n in negatives for _ in range(num_videos_per_prompt)],
+            guidance,
+            clip_skip,
+        ).to(dtype)
+
+        # 4. Timesteps and initial noise for every frame (the middle one is replaced by the base)
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        timesteps = self.scheduler.timesteps
+        latents = self.prepare_latents(batch, num_frames, height, width, dtype, device, generator, latents)
+        latents[:, :, middle : middle + 1] = base_bc1hw
+
+        # 5. Denoising loop. The middle frame enters every UNet call clean (after the scheduler's input
+        # scaling, as in training: no noise, no scaling) and is put back after every step.
+        for i, t in enumerate(timesteps):
+            if self.interrupt:
+                continue
+            noise_pred = self.predict_noise(latents, t, prompt_embeds, base_bc1hw, middle, guidance_scale)
+            latents = self.scheduler.step(noise_pred, t, latents, generator=generator).prev_sample
+            latents[:, :, middle : middle + 1] = base_bc1hw
+            if callback_on_step_end is not None:
+                tensors = {"latents": latents, "prompt_embeds": prompt_embeds}
+                returned = callback_on_step_end(self, i, t, {k: tensors[k] for k in tensor_inputs}) or {}
+                latents = returned.pop("latents", latents)
+                prompt_embeds = returned.pop("prompt_embeds", prompt_embeds)
+                latents[:, :, middle : middle + 1] = base_bc1hw  # the base stays clean whatever it did
             if progress is not None:
-                progress("decode", done, num_frames)
+                progress("denoise", i + 1, len(timesteps))
+        latents_out = latents.float().cpu()
+
+        # 6. Decode every frame of every video through the SD VAE and the transparency decoder
+        if output_type == "latent":
+            self.maybe_free_model_hooks()
+            output = LayerAnimateOutput(frames=latents_out, latents=latents_out, middle_index=middle)
+            return output if return_dict else output.to_tuple()
+        done = 0
+
+        def on_decoded(count: int) -> None:
+            nonlocal done
+            done += count
+            if progress is not None and done > 1:  # the base frame alone is not reported (as before)
+                progress("decode", done, batch * num_frames)
+
+        videos = [
+            self.decode_video(
+                latents[b], middle, tta=tta, decode_chunk_size=decode_chunk_size, on_decoded=on_decoded
+            )
+            for b in range(batch)
+        ]
         self.maybe_free_model_hooks()
-        out = np.stack([f for f in frames if f is not None])
-        assert out.shape[0] == num_frames and out.shape[1:3] == (height, width)
-        return LayerAnimateOutput(frames=out, latents=latents.float().cpu(), middle_index=middle)
+        frames = [rgba_output(video, output_type) for video in videos]
+        if not batched:
+            result: Any = frames[0]
+        elif output_type == "pil":
+            result = frames
+        elif output_type == "pt":
+            result = torch.stack(frames)
+        else:
+            result = np.stack(frames)
+        output = LayerAnimateOutput(frames=result, latents=latents_out, middle_index=middle)
+        return output if return_dict else output.to_tuple()
