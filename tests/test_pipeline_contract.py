@@ -321,7 +321,8 @@ def test_stage_two_save_load_round_trip_is_bit_identical(
     assert ifa.keys() == inter_frame_attention_processors(stage_two.unet).keys()
     assert all(isinstance(p.base, LayerDiffuseAttnProcessor) for p in ifa.values())  # IFA wraps LayerDiffuse
     assert layerdiffuse_processors(loaded.unet).keys() == layerdiffuse_processors(stage_two.unet).keys()
-    assert not all(p.branch_is_zero() for p in ifa.values())  # the trained IFA weights came back
+    with torch.no_grad():
+        assert not any(p.branch_is_zero() for p in ifa.values())  # the trained IFA weights came back
 
     rgba = np.zeros((SIZE, SIZE, 4), np.uint8)
     rgba[8:40, 20:60] = (30, 200, 90, 180)
@@ -329,3 +330,66 @@ def test_stage_two_save_load_round_trip_is_bit_identical(
     expected = stage_two(PROMPT, generator=seeded(6), **kw)
     got = loaded(PROMPT, generator=seeded(6), **kw)
     assert np.array_equal(got.frames, expected.frames) and torch.equal(got.latents, expected.latents)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Prompt encoding through diffusers' encode_prompt: clip skip and textual inversion
+
+
+def unet_text_conditioning(pipe: LayerDiffusePipeline, prompt: str, **kw: Any) -> torch.Tensor:
+    seen: list[torch.Tensor] = []
+    handle = pipe.unet.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append(kwargs["encoder_hidden_states"]), with_kwargs=True
+    )
+    try:
+        pipe(
+            prompt,
+            height=SIZE,
+            width=SIZE,
+            num_inference_steps=1,
+            guidance_scale=1.0,
+            output_type="latent",
+            **kw,
+        )
+    finally:
+        handle.remove()
+    return seen[0]
+
+
+def test_clip_skip_conditions_on_an_earlier_clip_layer(stage_one: LayerDiffusePipeline) -> None:
+    encoder, tokenizer = stage_one.text_encoder, stage_one.tokenizer
+    ids = tokenizer(
+        PROMPT, padding="max_length", max_length=77, truncation=True, return_tensors="pt"
+    ).input_ids
+    with torch.no_grad():
+        hidden = encoder(ids, output_hidden_states=True).hidden_states
+        final_norm = getattr(encoder, "text_model", encoder).final_layer_norm  # transformers 5: flattened
+        last = final_norm(hidden[-1])
+        skipped = final_norm(hidden[-2])  # clip_skip=1: the penultimate layer
+    torch.testing.assert_close(unet_text_conditioning(stage_one, PROMPT), last, rtol=0, atol=1e-6)
+    torch.testing.assert_close(
+        unet_text_conditioning(stage_one, PROMPT, clip_skip=1), skipped, rtol=0, atol=1e-6
+    )
+    assert not torch.allclose(last, skipped)
+    with pytest.raises(UsageError, match=r"clip_skip=2 is outside 0\.\.1"):  # the tiny CLIP has 2 layers
+        unet_text_conditioning(stage_one, PROMPT, clip_skip=2)
+
+
+def test_textual_inversion_tokens_expand_and_condition_the_unet() -> None:
+    c = load_components(ModelSpec.for_preset("tiny"), device=torch.device("cpu"), dtype=torch.float32)
+    pipe = make_stage_one(c)  # a private copy: loading an embedding grows the tokenizer and the encoder
+    width = c.text_encoder.get_input_embeddings().weight.shape[1]
+    vectors = torch.randn(2, width, generator=seeded(9))  # a two-vector embedding
+    pipe.load_textual_inversion({"<spark>": vectors}, token="<spark>")
+    spark, spark_1 = pipe.tokenizer.convert_tokens_to_ids(["<spark>", "<spark>_1"])
+    seen: list[torch.Tensor] = []
+    handle = pipe.text_encoder.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    try:
+        with_token = unet_text_conditioning(pipe, "<spark> lower")
+    finally:
+        handle.remove()
+    ids = seen[0][0].tolist()
+    assert ids[1:3] == [spark, spark_1]  # the multi-vector token expanded, as diffusers does
+    embeddings = pipe.text_encoder.get_input_embeddings().weight
+    assert torch.equal(embeddings[spark], vectors[0]) and torch.equal(embeddings[spark_1], vectors[1])
+    assert not torch.allclose(with_token, unet_text_conditioning(pipe, "lower"))

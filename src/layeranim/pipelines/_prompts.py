@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from types import SimpleNamespace
+from typing import Any
 
 import torch
 from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
@@ -28,6 +29,32 @@ class PromptEmbeddings:
     pooled_bc: torch.Tensor | None = None  # SDXL only: pooled text_encoder_2 output
 
 
+class _FlatCLIPView:
+    """A CLIP text model seen with a `.text_model` attribute.
+
+    transformers 5 flattened `CLIPTextModel` (its final LayerNorm is `model.final_layer_norm`), while
+    diffusers' clip-skip path still reads `text_encoder.text_model.final_layer_norm`. This view forwards
+    calls and attributes to the model and answers `.text_model` with the model itself.
+    """
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self._model = model
+
+    @property
+    def text_model(self) -> torch.nn.Module:
+        return self._model
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._model, name)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._model(*args, **kwargs)
+
+
+def _with_text_model(model: torch.nn.Module) -> Any:
+    return model if hasattr(model, "text_model") else _FlatCLIPView(model)
+
+
 class _TextHost(TextualInversionLoaderMixin):
     """What diffusers' `encode_prompt` reads from `self`; a TextualInversionLoaderMixin, so multi-vector
     textual-inversion tokens added to the tokenizer (`pipe.load_textual_inversion`) expand as in diffusers."""
@@ -39,7 +66,7 @@ class _TextHost(TextualInversionLoaderMixin):
         tokenizer_2: CLIPTokenizer | None = None,
         text_encoder_2: torch.nn.Module | None = None,
     ) -> None:
-        self.tokenizer, self.text_encoder = tokenizer, text_encoder
+        self.tokenizer, self.text_encoder = tokenizer, _with_text_model(text_encoder)
         self.tokenizer_2, self.text_encoder_2 = tokenizer_2, text_encoder_2
         self.unet = None  # read only when there is no text encoder
         self.config = SimpleNamespace(force_zeros_for_empty_prompt=False)  # read by SDXL; we zero ourselves
