@@ -10,14 +10,16 @@ Axes: b = video, c = latent channels, f = frame, h/w = latent height/width (pixe
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+import PIL.Image
 import torch
 from diffusers import AutoencoderKL, DiffusionPipeline, MotionAdapter, UNet2DConditionModel, UNetMotionModel
 from diffusers.loaders import TextualInversionLoaderMixin
@@ -31,9 +33,9 @@ from layeranim.errors import UsageError
 from layeranim.models.inter_frame_attention import (
     InterFrameAttnProcessor,
     install_inter_frame_attention,
+    inter_frame_attention_context,
     inter_frame_attention_processors,
     load_ifa_weights,
-    middle_frame_index,
     save_ifa_weights,
 )
 from layeranim.models.layerdiffuse_unet import (
@@ -52,6 +54,14 @@ from layeranim.models.transparent_vae import (
     encode_adjusted_latent,
 )
 from layeranim.pipelines._prompts import encode_prompt_sd15
+from layeranim.pipelines.context_windows import (
+    DEFAULT_CONTEXT_LENGTH,
+    ContextSchedule,
+    context_schedule,
+    free_noise_latents,
+    resolve_base_position,
+    window_weights,
+)
 from layeranim.pipelines.layerdiffuse import (
     PROCESSORS_FILE,
     ProgressFn,
@@ -89,7 +99,7 @@ class LayerAnimateOutput(BaseOutput):
 
     frames: np.ndarray | torch.Tensor | list[Any]
     latents: torch.Tensor  # (b, c, f, h, w) final latents in the UNet's (scaled) space, float32 on CPU
-    middle_index: int  # the frame that holds the clean base latent in every video
+    middle_index: int  # the frame that holds the clean base latent in every video (see `base_position`)
 
 
 @dataclass
@@ -253,17 +263,42 @@ class LayerAnimatePipeline(DiffusionPipeline, TextualInversionLoaderMixin):
         decode_chunk_size: int,
         output_type: str,
         callback_on_step_end_tensor_inputs: list[str],
+        *,
+        seamless: bool = False,
+        context_windows: bool | None = None,
+        context_length: int = DEFAULT_CONTEXT_LENGTH,
+        context_overlap: int | None = None,
+        context_weighting: str = "pyramid",
     ) -> None:
         """Refuse bad arguments before any model runs, naming the argument, its value and the fix."""
         if prompt is None or not isinstance(prompt, (str, list)) or (isinstance(prompt, list) and not prompt):
             raise UsageError(f"prompt={prompt!r} must be a string or a non-empty list of strings.")
         if (image is None) == (base_latent is None):
             raise UsageError("give exactly one of image (an RGBA still) or base_latent (a stage-one latent).")
-        if not 2 <= num_frames <= self.max_frames:
+        if num_frames < 2:
+            raise UsageError(f"num_frames={num_frames} must be at least 2 (the still and one more frame).")
+        if context_windows is False and num_frames > self.max_frames:
             raise UsageError(
-                f"num_frames={num_frames} is outside 2..{self.max_frames} (the motion module's window); "
-                "pick a value in that range."
+                f"num_frames={num_frames} is beyond the motion module's window of {self.max_frames} with "
+                "context_windows=False; allow context windows or pick at most that many frames."
             )
+        if context_windows is False and seamless:
+            raise UsageError(
+                "seamless=True wraps context windows around the clip; drop context_windows=False."
+            )
+        if seamless and num_frames < 3:
+            raise UsageError(f"seamless=True needs num_frames of at least 3 (got {num_frames}) to loop.")
+        if not 2 <= context_length < self.max_frames:
+            raise UsageError(
+                f"context_length={context_length} is outside 2..{self.max_frames - 1} (the motion module's "
+                "window, less one position for the base-frame anchor); pick one in that range."
+            )
+        if context_overlap is not None and not 0 <= context_overlap < context_length:
+            raise UsageError(
+                f"context_overlap={context_overlap} is outside 0..{context_length - 1}; windows overlap by "
+                "fewer frames than they hold."
+            )
+        window_weights(2, context_weighting)  # raises for an unknown weighting
         if num_inference_steps < 1:
             raise UsageError(f"num_inference_steps={num_inference_steps} must be at least 1.")
         if num_videos_per_prompt < 1:
@@ -314,14 +349,36 @@ class LayerAnimatePipeline(DiffusionPipeline, TextualInversionLoaderMixin):
         device: torch.device,
         generator: torch.Generator | list[torch.Generator] | None,
         latents: torch.Tensor | None = None,
+        free_noise_window: tuple[int, int] | None = None,
     ) -> torch.Tensor:
         """Initial noise (b, c, f, h, w) × `init_noise_sigma` (h, w in latent pixels), drawn in fp32 on the
-        generator's device (the CPU without one); with a generator list, video i draws from generator i."""
+        generator's device (the CPU without one); with a generator list, video i draws from generator i.
+
+        `free_noise_window=(context_length, stride)` reschedules the noise as FreeNoise does (frames past the
+        first window are shuffled copies of earlier ones), so overlapping windows start from agreeing noise.
+        """
         shape = (batch, self.unet.config.in_channels, num_frames, height, width)
         if latents is None:
             first = first_generator(generator)
             gen_device = first.device if first is not None else torch.device("cpu")
-            latents = randn_tensor(shape, generator=generator, device=gen_device, dtype=torch.float32)
+            if free_noise_window is not None and num_frames > free_noise_window[0]:
+                length, stride = free_noise_window
+                generators = generator if isinstance(generator, list) else [generator]
+                rows = batch // len(generators)
+                latents = torch.cat(
+                    [
+                        free_noise_latents(
+                            (rows, *shape[1:]),
+                            context_length=length,
+                            context_stride=stride,
+                            generator=g,
+                            device=gen_device,
+                        )
+                        for g in generators
+                    ]
+                )
+            else:
+                latents = randn_tensor(shape, generator=generator, device=gen_device, dtype=torch.float32)
         elif tuple(latents.shape) != shape:
             raise UsageError(f"latents has shape {tuple(latents.shape)}; expected {shape} for this call.")
         return (latents.float() * self.scheduler.init_noise_sigma).to(device=device, dtype=dtype)
@@ -348,36 +405,65 @@ class LayerAnimatePipeline(DiffusionPipeline, TextualInversionLoaderMixin):
             return torch.cat(halves)
         return torch.cat([h[:1] for h in halves] + [h[1:] for h in halves])
 
-    def decode_video(
+    def iter_decode(
         self,
         latents_cfhw: torch.Tensor,
-        middle: int,
+        base_index: int,
         *,
-        tta: bool,
-        decode_chunk_size: int,
-        on_decoded: Any = None,
-    ) -> torch.Tensor:
-        """One video's latents → straight RGBA (f, 4, H, W) in [0, 1]. The base frame is decoded on its own,
-        exactly as stage one decodes an image, so it is bit-identical to stage one's still."""
+        tta: bool = True,
+        decode_chunk_size: int = 4,
+        output_type: str = "np",
+    ) -> Iterator[np.ndarray | torch.Tensor]:
+        """Decode one video's latents chunk by chunk, yielding its frames in order as they come.
+
+        Chunks are "np" uint8 (n, H, W, 4) or "pt" float32 (n, 4, H, W) in [0, 1], straight RGBA; at most
+        `decode_chunk_size` frames (and the base frame) are held at once, so a writer that takes an
+        iterator never holds the clip. The base frame is decoded on its own, exactly as stage one decodes an
+        image, so it is bit-identical to stage one's still; the other frames are decoded in the same chunks
+        whether streamed or not.
+        """
+        if output_type not in ("np", "pt"):
+            raise UsageError(f"output_type={output_type!r}: iter_decode yields 'np' or 'pt' chunks.")
         num_frames = latents_cfhw.shape[1]
-        raw_fchw = rearrange(latents_cfhw, "c f h w -> f c h w") / self.vae.config.scaling_factor
-        frames: list[torch.Tensor | None] = [None] * num_frames
-        frames[middle] = decode_rgba(
-            self.vae, self.transparent_decoder, raw_fchw[middle : middle + 1], tta=tta, chunk_size=1
-        )[0]
-        if on_decoded is not None:
-            on_decoded(1)
-        others = [f for f in range(num_frames) if f != middle]
+        scale = self.vae.config.scaling_factor
+
+        def decode(frames: list[int], chunk_size: int) -> torch.Tensor:
+            raw_fchw = rearrange(latents_cfhw[:, frames], "c f h w -> f c h w") / scale
+            rgba = decode_rgba(self.vae, self.transparent_decoder, raw_fchw, tta=tta, chunk_size=chunk_size)
+            return rgba.float().clamp(0, 1) if output_type == "pt" else rgba
+
+        def as_output(rgba_f4hw_01: torch.Tensor) -> np.ndarray | torch.Tensor:
+            return rgba_output(rgba_f4hw_01, output_type)  # type: ignore[return-value]
+
+        base_rgba = decode([base_index], 1)
+        others = [f for f in range(num_frames) if f != base_index]
+        base_sent = False
         for start in range(0, len(others), decode_chunk_size):
             idx = others[start : start + decode_chunk_size]
-            rgba = decode_rgba(
-                self.vae, self.transparent_decoder, raw_fchw[idx], tta=tta, chunk_size=decode_chunk_size
-            )
-            for j, f in enumerate(idx):
-                frames[f] = rgba[j]
-            if on_decoded is not None:
-                on_decoded(len(idx))
-        return torch.stack([f for f in frames if f is not None])
+            rgba = decode(idx, decode_chunk_size)
+            if not base_sent and idx[-1] > base_index:
+                before = sum(f < base_index for f in idx)
+                pieces = [rgba[:before], base_rgba, rgba[before:]]
+                yield as_output(torch.cat([piece for piece in pieces if len(piece)]))
+                base_sent = True
+            else:
+                yield as_output(rgba)
+        if not base_sent:
+            yield as_output(base_rgba)
+
+    @contextlib.contextmanager
+    def _base_frame_at(self, index: int) -> Iterator[None]:
+        """Tell Inter-Frame Attention (when installed) where the base frame sits in the next UNet calls."""
+        context = inter_frame_attention_context(self.unet)
+        if context is None:
+            yield
+            return
+        previous = context.base_index
+        context.base_index = index
+        try:
+            yield
+        finally:
+            context.base_index = previous
 
     def predict_noise(
         self,
@@ -385,28 +471,61 @@ class LayerAnimatePipeline(DiffusionPipeline, TextualInversionLoaderMixin):
         timestep: torch.Tensor,
         prompt_embeds: torch.Tensor,
         base_bc1hw: torch.Tensor,
-        middle: int,
+        base_index: int,
         guidance_scale: float,
+        schedule: ContextSchedule | None = None,
+        weighting: str = "pyramid",
     ) -> torch.Tensor:
-        """The guided noise prediction for every video, each from its own UNet call with its clean base
-        frame at `middle`. One call per video: a UNet call already holds all its frames, and a video's
-        result then never depends on the others (a batched call equals single calls bit for bit)."""
+        """The guided noise prediction for every video, with its clean base frame at `base_index`.
+
+        One UNet call per video (per context window with a `schedule`): a call already holds all its
+        frames, and a video's result then never depends on the others (a batched call equals single calls
+        bit for bit). With a schedule, each window's prediction is blended into its frames with the
+        normalised window weights.
+        """
         videos = latents_bcfhw.shape[0]
         guidance = prompt_embeds.shape[0] == 2 * videos
-        num_frames = latents_bcfhw.shape[2]
-        predictions = []
-        for b in range(videos):
-            latents_1cfhw = latents_bcfhw[b : b + 1]
-            model_input = torch.cat([latents_1cfhw] * 2) if guidance else latents_1cfhw
+
+        def guided(window_1cfhw: torch.Tensor, b: int, anchor: int) -> torch.Tensor:
+            model_input = torch.cat([window_1cfhw] * 2) if guidance else window_1cfhw
             model_input = self.scheduler.scale_model_input(model_input, timestep)
-            model_input[:, :, middle : middle + 1] = base_bc1hw[b : b + 1]
+            model_input[:, :, anchor : anchor + 1] = base_bc1hw[b : b + 1]
             text = prompt_embeds[b::videos]  # (2 or 1, n, c): [uncond, cond] of video b
-            text_rows = text.repeat_interleave(num_frames, dim=0)  # rows v*F + f, as the UNet folds them
-            noise_pred = self.unet(model_input, timestep, encoder_hidden_states=text_rows).sample
+            text_rows = text.repeat_interleave(
+                window_1cfhw.shape[2], dim=0
+            )  # rows v*F + f, as the UNet folds
+            with self._base_frame_at(anchor):
+                noise_pred = self.unet(model_input, timestep, encoder_hidden_states=text_rows).sample
             if guidance:
                 uncond, cond = noise_pred.chunk(2)
                 noise_pred = uncond + guidance_scale * (cond - uncond)
-            predictions.append(noise_pred)
+            return noise_pred
+
+        predictions = []
+        for b in range(videos):
+            latents_1cfhw = latents_bcfhw[b : b + 1]
+            if schedule is None:
+                predictions.append(guided(latents_1cfhw, b, base_index))
+                continue
+            # Normalised blending weights: each frame's weights over the windows holding it sum to 1, so
+            # a frame in one window takes that window's prediction unchanged.
+            totals = torch.zeros(schedule.num_frames)
+            for window in schedule.windows:
+                totals[list(window)] += window_weights(len(window), weighting)
+            blended = torch.zeros_like(latents_1cfhw)
+            for window, call, anchor, inserted in zip(
+                schedule.windows, schedule.calls, schedule.anchors, schedule.inserted, strict=True
+            ):
+                noise_pred = guided(latents_1cfhw[:, :, list(call)], b, anchor)
+                if inserted:  # the base-frame anchor was only there to be seen
+                    keep = [k for k in range(len(call)) if k != anchor]
+                    noise_pred = noise_pred[:, :, keep]
+                share = window_weights(len(window), weighting) / totals[list(window)]
+                share = share.to(device=noise_pred.device, dtype=noise_pred.dtype)
+                blended[:, :, list(window)] += (
+                    noise_pred * share[:, None, None]
+                )  # (1, c, f, h, w) · (f, 1, 1)
+            predictions.append(blended)
         return torch.cat(predictions)
 
     @torch.no_grad()
@@ -424,6 +543,13 @@ class LayerAnimatePipeline(DiffusionPipeline, TextualInversionLoaderMixin):
         generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,
         clip_skip: int | None = None,
+        base_position: str | int = "middle",
+        seamless: bool = False,
+        context_windows: bool | None = None,
+        context_length: int | None = None,
+        context_overlap: int | None = None,
+        context_weighting: str = "pyramid",
+        free_noise: bool = True,
         tta: bool = True,
         decode_chunk_size: int = 4,
         output_type: str = "np",
@@ -440,7 +566,8 @@ class LayerAnimatePipeline(DiffusionPipeline, TextualInversionLoaderMixin):
             image: an RGBA still (H, W, 4) uint8, or a list with one per prompt.
             base_latent: instead of `image`, stage one's adjusted latent (n, 4, h, w) or a list; n is 1
                 (shared) or one per prompt.
-            num_frames: frames per video, 2 up to the motion module's window.
+            num_frames: frames per video, from 2; beyond `context_length` the clip is denoised in
+                overlapping context windows.
             num_inference_steps: denoising steps.
             guidance_scale: classifier-free guidance weight; ≤ 1 turns guidance off.
             num_videos_per_prompt: videos for each prompt (rows prompt-major; a batched call when > 1).
@@ -448,9 +575,22 @@ class LayerAnimatePipeline(DiffusionPipeline, TextualInversionLoaderMixin):
                 generator i, so a batched call equals single calls with the same seeds).
             latents: initial noise (b, 4, f, h, w) instead of drawing it (scaled by `init_noise_sigma`).
             clip_skip: CLIP layers to skip from the end (diffusers' `encode_prompt`).
+            base_position: where the still sits: "middle" (the paper's (F − 1) // 2), "start", "end" or a
+                frame index. That frame decodes bit-identically to the still wherever it sits.
+            seamless: a loop: context windows wrap around the end, so the last frames are denoised with
+                the first (needs 3 frames or more).
+            context_windows: None: windows when the clip is longer than `context_length` or seamless; True:
+                always (a clip within one window gives the same frames either way); False: never (then at
+                most the motion module's window of frames).
+            context_length: frames per window (default the motion module's trained length, 16); a window
+                that does not hold the base frame gets it as one extra position.
+            context_overlap: frames shared by neighbouring windows (default a quarter of a window).
+            context_weighting: how overlapping predictions blend: "pyramid" (FreeNoise) or "flat".
+            free_noise: reschedule the initial noise as FreeNoise does when windows are used.
             tta: decode with the transparency decoder's test-time augmentation (slower, cleaner alpha).
             decode_chunk_size: frames decoded at once (memory vs speed).
-            output_type: "np" (uint8), "pt" (float in [0, 1]), "pil", or "latent" (no decoding).
+            output_type: "np" (uint8), "pt" (float in [0, 1]), "pil", or "latent" (no decoding; decode
+                later, streaming, with `iter_decode(latents[b], middle_index)`).
             return_dict: a `LayerAnimateOutput`, or the tuple `(frames, latents, middle_index)` when False.
             callback_on_step_end: `callback(pipe, step, timestep, tensors) -> dict` after every step; tensors
                 it returns (`latents` (b, c, f, h, w), `prompt_embeds`) replace the pipeline's, and the clean
@@ -465,6 +605,9 @@ class LayerAnimatePipeline(DiffusionPipeline, TextualInversionLoaderMixin):
             if callback_on_step_end_tensor_inputs is None
             else list(callback_on_step_end_tensor_inputs)
         )
+        window = (
+            min(DEFAULT_CONTEXT_LENGTH, self.max_frames - 1) if context_length is None else context_length
+        )
         self.check_inputs(
             prompt,
             image,
@@ -475,7 +618,13 @@ class LayerAnimatePipeline(DiffusionPipeline, TextualInversionLoaderMixin):
             decode_chunk_size,
             output_type,
             tensor_inputs,
+            seamless=seamless,
+            context_windows=context_windows,
+            context_length=window,
+            context_overlap=context_overlap,
+            context_weighting=context_weighting,
         )
+        base_index = resolve_base_position(base_position, num_frames)
         batched = isinstance(prompt, list) or num_videos_per_prompt > 1
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)  # type: ignore[arg-type]
         negatives = as_list(negative_prompt, len(prompts))
@@ -484,8 +633,19 @@ class LayerAnimatePipeline(DiffusionPipeline, TextualInversionLoaderMixin):
         device = self._execution_device
         dtype = self.unet.dtype
         guidance = guidance_scale > 1.0
-        middle = middle_frame_index(num_frames)
         self._interrupt = False
+        use_windows = context_windows if context_windows is not None else (seamless or num_frames > window)
+        schedule = (
+            context_schedule(
+                num_frames,
+                base_index,
+                context_length=window,
+                context_overlap=context_overlap,
+                seamless=seamless,
+            )
+            if use_windows
+            else None
+        )
 
         # 2. The base latents: clean, in the UNet's (scaled) transparent latent space, one per video
         bases = self.prepare_base_latents(image, base_latent, len(prompts))
@@ -501,26 +661,35 @@ class LayerAnimatePipeline(DiffusionPipeline, TextualInversionLoaderMixin):
             clip_skip,
         ).to(dtype)
 
-        # 4. Timesteps and initial noise for every frame (the middle one is replaced by the base)
+        # 4. Timesteps and initial noise for every frame (the base frame's is replaced by the base)
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         timesteps = self.scheduler.timesteps
-        latents = self.prepare_latents(batch, num_frames, height, width, dtype, device, generator, latents)
-        latents[:, :, middle : middle + 1] = base_bc1hw
+        free_noise_window = None
+        if schedule is not None and free_noise:
+            free_noise_window = (len(schedule.windows[0]), schedule.stride)
+        latents = self.prepare_latents(
+            batch, num_frames, height, width, dtype, device, generator, latents, free_noise_window
+        )
+        latents[:, :, base_index : base_index + 1] = base_bc1hw
 
-        # 5. Denoising loop. The middle frame enters every UNet call clean (after the scheduler's input
+        # 5. Denoising loop. The base frame enters every UNet call clean (after the scheduler's input
         # scaling, as in training: no noise, no scaling) and is put back after every step.
         for i, t in enumerate(timesteps):
             if self.interrupt:
                 continue
-            noise_pred = self.predict_noise(latents, t, prompt_embeds, base_bc1hw, middle, guidance_scale)
+            noise_pred = self.predict_noise(
+                latents, t, prompt_embeds, base_bc1hw, base_index, guidance_scale, schedule, context_weighting
+            )
             latents = self.scheduler.step(noise_pred, t, latents, generator=generator).prev_sample
-            latents[:, :, middle : middle + 1] = base_bc1hw
+            latents[:, :, base_index : base_index + 1] = base_bc1hw
             if callback_on_step_end is not None:
                 tensors = {"latents": latents, "prompt_embeds": prompt_embeds}
                 returned = callback_on_step_end(self, i, t, {k: tensors[k] for k in tensor_inputs}) or {}
                 latents = returned.pop("latents", latents)
                 prompt_embeds = returned.pop("prompt_embeds", prompt_embeds)
-                latents[:, :, middle : middle + 1] = base_bc1hw  # the base stays clean whatever it did
+                latents[:, :, base_index : base_index + 1] = (
+                    base_bc1hw  # the base stays clean whatever it did
+                )
             if progress is not None:
                 progress("denoise", i + 1, len(timesteps))
         latents_out = latents.float().cpu()
@@ -528,31 +697,31 @@ class LayerAnimatePipeline(DiffusionPipeline, TextualInversionLoaderMixin):
         # 6. Decode every frame of every video through the SD VAE and the transparency decoder
         if output_type == "latent":
             self.maybe_free_model_hooks()
-            output = LayerAnimateOutput(frames=latents_out, latents=latents_out, middle_index=middle)
+            output = LayerAnimateOutput(frames=latents_out, latents=latents_out, middle_index=base_index)
             return output if return_dict else output.to_tuple()
+        decode_type = "pt" if output_type == "pt" else "np"
+        videos = []
         done = 0
-
-        def on_decoded(count: int) -> None:
-            nonlocal done
-            done += count
-            if progress is not None and done > 1:  # the base frame alone is not reported (as before)
-                progress("decode", done, batch * num_frames)
-
-        videos = [
-            self.decode_video(
-                latents[b], middle, tta=tta, decode_chunk_size=decode_chunk_size, on_decoded=on_decoded
-            )
-            for b in range(batch)
-        ]
+        for b in range(batch):
+            chunks = []
+            for chunk in self.iter_decode(
+                latents[b], base_index, tta=tta, decode_chunk_size=decode_chunk_size, output_type=decode_type
+            ):
+                chunks.append(chunk)
+                done += len(chunk)
+                if progress is not None:
+                    progress("decode", done, batch * num_frames)
+            videos.append(torch.cat(chunks) if decode_type == "pt" else np.concatenate(chunks))
         self.maybe_free_model_hooks()
-        frames = [rgba_output(video, output_type) for video in videos]
+        if output_type == "pil":
+            videos = [[PIL.Image.fromarray(rgba) for rgba in video] for video in videos]
         if not batched:
-            result: Any = frames[0]
+            result: Any = videos[0]
         elif output_type == "pil":
-            result = frames
+            result = videos
         elif output_type == "pt":
-            result = torch.stack(frames)
+            result = torch.stack(videos)
         else:
-            result = np.stack(frames)
-        output = LayerAnimateOutput(frames=result, latents=latents_out, middle_index=middle)
+            result = np.stack(videos)
+        output = LayerAnimateOutput(frames=result, latents=latents_out, middle_index=base_index)
         return output if return_dict else output.to_tuple()
