@@ -16,7 +16,7 @@ from diffusers import DDIMScheduler
 
 from layeranim.components import Components, ModelSpec, load_components, load_motion_adapter
 from layeranim.errors import UsageError
-from layeranim.pipelines.context_windows import context_schedule, resolve_base_position, seam_score
+from layeranim.pipelines.context_windows import SeamMeter, context_schedule, resolve_base_position, seam_score
 from layeranim.pipelines.layeranimate import LayerAnimatePipeline, build_motion_unet
 from layeranim.pipelines.layerdiffuse import LayerDiffusePipeline
 
@@ -287,6 +287,10 @@ def test_seam_score_of_a_perfect_loop_is_one_and_of_a_jump_cut_is_large() -> Non
     ramp[..., 3] = 255
     ramp[..., 0] = (np.arange(frames) * 10)[:, None, None]
     assert seam_score(ramp) == pytest.approx(frames - 1)
+    meter = SeamMeter()  # the same score from frames that arrive in chunks
+    for start in range(0, frames, 5):
+        meter.update(ramp[start : start + 5])
+    assert meter.value == seam_score(ramp)
 
 
 def test_seam_score_ignores_colour_under_transparent_pixels() -> None:
@@ -307,3 +311,37 @@ def test_schedule_covers_every_frame_for_many_lengths() -> None:
             assert set().union(*map(set, schedule.windows)) == set(range(num_frames))
             for call, anchor in zip(schedule.calls, schedule.anchors, strict=True):
                 assert call[anchor] == num_frames // 3 and len(call) <= 17
+
+
+@pytest.mark.parametrize("base_position", ["start", "middle", "end"])
+def test_inter_frame_attention_attends_to_the_base_frame_in_every_window(
+    stage_two: LayerAnimatePipeline, base_position: str
+) -> None:
+    from layeranim.models.inter_frame_attention import inter_frame_attention_context
+
+    base = torch.randn(1, 4, LATENT, LATENT, generator=torch.Generator().manual_seed(8))
+    context = inter_frame_attention_context(stage_two.unet)
+    assert context is not None
+    attended: list[bool] = []
+
+    def check(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+        # IFA's own pre-hook ran first and set the frame it attends to for this call
+        sample = args[0] if args else kwargs["sample"]
+        attended.append(bool(torch.equal(sample[:, :, context.middle], base.expand(2, -1, -1, -1))))
+
+    handle = stage_two.unet.register_forward_pre_hook(check, with_kwargs=True)
+    try:
+        stage_two(
+            "lower newer",
+            base_latent=base,
+            num_frames=40,
+            base_position=base_position,
+            context_length=8,
+            num_inference_steps=1,
+            generator=torch.Generator().manual_seed(9),
+            output_type="latent",
+        )
+    finally:
+        handle.remove()
+    assert len(attended) >= 40 // 8 and all(attended)
+    assert context.base_index is None  # restored after the call

@@ -205,6 +205,38 @@ def frame_difference(a_hwc: np.ndarray, b_hwc: np.ndarray) -> float:
     return float(np.abs(a_hwc - b_hwc).mean())
 
 
+class SeamMeter:
+    """`seam_score` over frames that arrive in chunks (a streamed decode): keeps the first and the last
+    frame seen and one difference per step, never the clip."""
+
+    def __init__(self) -> None:
+        self._first: np.ndarray | None = None
+        self._last: np.ndarray | None = None
+        self._steps: list[float] = []
+
+    def update(self, frames_fhwc: np.ndarray | torch.Tensor) -> None:
+        """Add the next frames (f, h, w, 4), RGBA uint8 or float in [0, 1], straight alpha."""
+        for frame in _premultiplied_float(frames_fhwc):
+            if self._first is None:
+                self._first = frame
+            else:
+                assert self._last is not None
+                self._steps.append(frame_difference(self._last, frame))
+            self._last = frame
+
+    @property
+    def value(self) -> float:
+        """The seam score of the frames so far (see `seam_score`)."""
+        if self._first is None or self._last is None or not self._steps:
+            frames = 0 if self._first is None else 1
+            raise UsageError(f"frames holds {frames} frame(s); a seam needs at least 2.")
+        seam = frame_difference(self._last, self._first)
+        typical = float(np.median(self._steps))
+        if typical == 0.0:
+            return 1.0 if seam == 0.0 else float("inf")
+        return seam / typical
+
+
 def seam_score(frames_fhwc: np.ndarray | torch.Tensor) -> float:
     """The last→first frame difference over the median difference between consecutive frames.
 
@@ -212,12 +244,6 @@ def seam_score(frames_fhwc: np.ndarray | torch.Tensor) -> float:
     that does not move at all scores 1 (no seam to see). Differences are mean absolute differences of
     premultiplied RGBA, so colour under fully transparent pixels does not count.
     """
-    rgba = _premultiplied_float(frames_fhwc)
-    if rgba.shape[0] < 2:
-        raise UsageError(f"frames holds {rgba.shape[0]} frame(s); a seam needs at least 2.")
-    steps = [frame_difference(rgba[f], rgba[f + 1]) for f in range(rgba.shape[0] - 1)]
-    seam = frame_difference(rgba[-1], rgba[0])
-    typical = float(np.median(steps))
-    if typical == 0.0:
-        return 1.0 if seam == 0.0 else float("inf")
-    return seam / typical
+    meter = SeamMeter()
+    meter.update(frames_fhwc)
+    return meter.value

@@ -101,6 +101,11 @@ class LayerAnimateOutput(BaseOutput):
     latents: torch.Tensor  # (b, c, f, h, w) final latents in the UNet's (scaled) space, float32 on CPU
     middle_index: int  # the frame that holds the clean base latent in every video (see `base_position`)
 
+    @property
+    def base_index(self) -> int:
+        """The still's frame: `middle_index` under the name that fits every `base_position`."""
+        return self.middle_index
+
 
 @dataclass
 class MotionUNet:
