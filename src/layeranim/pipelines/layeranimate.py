@@ -1,9 +1,11 @@
 """Stage two: an RGBA still (or stage one's adjusted latent) → F transparent frames.
 
 A diffusers `UNetMotionModel` (AnimateDiff) whose spatial attention keeps LayerDiffuse's transparency
-processors, plus Inter-Frame Attention on every spatial self-attention (paper §III-B, eq. 3). The middle
-frame m = (F − 1) // 2 is the clean base latent in every UNet call and after every scheduler step; every
-frame decodes through the SD VAE and the transparency decoder to straight RGBA.
+processors, plus Inter-Frame Attention on every spatial self-attention (paper §III-B, eq. 3). The base
+frame (by default the middle one, m = (F − 1) // 2, as in the paper; `base_position` moves it) is the
+clean base latent in every UNet call and after every scheduler step; every frame decodes through the SD
+VAE and the transparency decoder to straight RGBA. Clips longer than one context window are denoised in
+overlapping windows that each hold the base frame (`layeranim.pipelines.context_windows`).
 
 Axes: b = video, c = latent channels, f = frame, h/w = latent height/width (pixels / 8).
 """
