@@ -393,3 +393,41 @@ def test_textual_inversion_tokens_expand_and_condition_the_unet() -> None:
     embeddings = pipe.text_encoder.get_input_embeddings().weight
     assert torch.equal(embeddings[spark], vectors[0]) and torch.equal(embeddings[spark_1], vectors[1])
     assert not torch.allclose(with_token, unet_text_conditioning(pipe, "lower"))
+
+
+def test_from_pretrained_fetches_the_processor_files_diffusers_skips_for_a_hub_id(
+    tmp_path: Path, stage_two: LayerAnimatePipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """diffusers' `download` brings a model folder's known weight files only: the processors' files are
+    fetched into the same snapshot (stand-ins for the Hub here: the test runs offline)."""
+    import shutil
+
+    import huggingface_hub
+
+    published = tmp_path / "published"
+    stage_two.save_pretrained(published)
+    snapshot = tmp_path / "snapshot"
+    shutil.copytree(published, snapshot, ignore=shutil.ignore_patterns(PROCESSORS_FILE, IFA_FILE))
+    requested: list[str] = []
+
+    def download(repo_id: str, **kwargs: Any) -> str:
+        assert repo_id == "someone/layer-animate" and kwargs == {"revision": "main"}
+        return str(snapshot)
+
+    def snapshot_download(repo_id: str, *, allow_patterns: list[str], **kwargs: Any) -> str:
+        assert repo_id == "someone/layer-animate" and kwargs == {"revision": "main"}
+        for pattern in allow_patterns:
+            requested.append(pattern)
+            shutil.copy(published / pattern, snapshot / pattern)
+        return str(snapshot)
+
+    monkeypatch.setattr(
+        LayerAnimatePipeline, "download", classmethod(lambda cls, repo_id, **kw: download(repo_id, **kw))
+    )
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    loaded = LayerAnimatePipeline.from_pretrained("someone/layer-animate", revision="main")
+    assert sorted(requested) == sorted([f"unet/{PROCESSORS_FILE}", f"unet/{IFA_FILE}"])
+    assert (
+        inter_frame_attention_processors(loaded.unet).keys()
+        == inter_frame_attention_processors(stage_two.unet).keys()
+    )

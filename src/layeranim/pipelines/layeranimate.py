@@ -68,13 +68,13 @@ from layeranim.pipelines.layerdiffuse import (
     PROCESSORS_FILE,
     ProgressFn,
     StepEndCallback,
-    _download_kwargs,
     as_list,
     check_callback_inputs,
     check_generators,
     check_output_type,
     check_size,
     first_generator,
+    pipeline_folder,
     realign_loaded_weights_,
     rgba_output,
 )
@@ -225,9 +225,8 @@ class LayerAnimatePipeline(DiffusionPipeline, TextualInversionLoaderMixin):
         cls, pretrained_model_name_or_path: str | os.PathLike[str], **kwargs: Any
     ) -> LayerAnimatePipeline:
         """Load a folder `save_pretrained` wrote (or a Hub id): LayerDiffuse processors, then IFA on top."""
-        folder = Path(pretrained_model_name_or_path)
-        if not folder.is_dir():
-            folder = Path(cls.download(pretrained_model_name_or_path, **_download_kwargs(kwargs)))
+        extra_files = (f"unet/{PROCESSORS_FILE}", f"unet/{IFA_FILE}")
+        folder = pipeline_folder(cls, pretrained_model_name_or_path, kwargs, extra_files)
         pipe = super().from_pretrained(folder, **kwargs)
         realign_loaded_weights_(pipe)
         unet_dir = folder / "unet"

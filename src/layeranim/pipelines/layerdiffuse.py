@@ -199,9 +199,7 @@ class LayerDiffusePipeline(DiffusionPipeline, TextualInversionLoaderMixin):
         cls, pretrained_model_name_or_path: str | os.PathLike[str], **kwargs: Any
     ) -> LayerDiffusePipeline:
         """Load a folder `save_pretrained` wrote (or a Hub id) and put its LayerDiffuse processors back."""
-        folder = Path(pretrained_model_name_or_path)
-        if not folder.is_dir():
-            folder = Path(cls.download(pretrained_model_name_or_path, **_download_kwargs(kwargs)))
+        folder = pipeline_folder(cls, pretrained_model_name_or_path, kwargs, (f"unet/{PROCESSORS_FILE}",))
         pipe = super().from_pretrained(folder, **kwargs)
         realign_loaded_weights_(pipe)
         processors_file = folder / "unet" / PROCESSORS_FILE
@@ -429,6 +427,29 @@ def _download_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
     """The `from_pretrained` keywords that `DiffusionPipeline.download` also takes."""
     names = ("cache_dir", "force_download", "proxies", "local_files_only", "token", "revision", "variant")
     return {name: kwargs[name] for name in names if name in kwargs}
+
+
+def pipeline_folder(
+    cls: type[DiffusionPipeline],
+    pretrained_model_name_or_path: str | os.PathLike[str],
+    kwargs: dict[str, Any],
+    extra_files: tuple[str, ...],
+) -> Path:
+    """A local pipeline folder, downloading a Hub repository first (diffusers' own `download`).
+
+    diffusers fetches only the weight files it knows inside a model folder, so the processor files
+    (`extra_files`, paths inside the repository) are fetched into the same snapshot as well.
+    """
+    folder = Path(pretrained_model_name_or_path)
+    if folder.is_dir():
+        return folder
+    download = _download_kwargs(kwargs)
+    folder = Path(cls.download(pretrained_model_name_or_path, **download))
+    from huggingface_hub import snapshot_download
+
+    download.pop("variant", None)
+    snapshot_download(str(pretrained_model_name_or_path), allow_patterns=list(extra_files), **download)
+    return folder
 
 
 def __getattr__(name: str) -> Any:
