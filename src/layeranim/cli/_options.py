@@ -62,7 +62,48 @@ SchedulerOpt = Annotated[
 ]
 FramesOpt = Annotated[
     int,
-    typer.Option("--frames", help="Frames to generate (2 up to the motion module's window, 32).", min=2),
+    typer.Option(
+        "--frames",
+        help="Frames to generate, from 2 (256 and more work). Beyond the motion module's trained window "
+        "(--context-length, 16) the clip is denoised in overlapping windows that each see the still.",
+    ),
+]
+BasePositionOpt = Annotated[
+    str,
+    typer.Option(
+        "--base-position",
+        metavar="middle|start|end|N",
+        help="Where the still sits in the clip: middle (the paper's), start (animate forward from it), "
+        "end, or a frame index N (0-based; negative counts from the end). That frame is the still, byte "
+        "for byte.",
+    ),
+]
+SeamlessOpt = Annotated[
+    bool,
+    typer.Option(
+        "--seamless",
+        help="A seamless loop: context windows wrap around the end so the last frame leads into the "
+        "first (needs 3+ frames). Not --loop N, which sets how often an animated image plays.",
+    ),
+]
+ContextLengthOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--context-length",
+        help="Frames per context window (default the motion module's trained length, 16).",
+    ),
+]
+ContextOverlapOpt = Annotated[
+    int | None,
+    typer.Option("--context-overlap", help="Frames neighbouring windows share (default a quarter window)."),
+]
+ContextWeightingOpt = Annotated[
+    str,
+    typer.Option(
+        "--context-weighting",
+        metavar="pyramid|flat",
+        help="How overlapping windows blend: pyramid (FreeNoise's weights, default) or flat.",
+    ),
 ]
 VideoFpsOpt = Annotated[float, typer.Option("--fps", help="Frames per second of the video.", min=0.001)]
 IfaWeightsOpt = Annotated[
@@ -148,6 +189,9 @@ SAMPLING = OptionGroup(
         "height": (HeightOpt, None),
         "fast_decode": (FastDecodeOpt, False),
         "decode_chunk_size": (DecodeChunkOpt, 4),
+        "context_length": (ContextLengthOpt, None),
+        "context_overlap": (ContextOverlapOpt, None),
+        "context_weighting": (ContextWeightingOpt, "pyramid"),
     },
     _sampling_settings,
 )
@@ -175,10 +219,13 @@ OUTPUT = OptionGroup(
 
 @dataclass(frozen=True)
 class ClipOptions:
-    """What every clip of a run shares: its length, rate, negative prompt, seed, and the batch shard."""
+    """What every clip of a run shares: its length, rate, still position, loop, negative prompt, seed, and
+    the batch shard."""
 
     frames: int
     fps: float
+    base_position: str
+    seamless: bool
     negative_prompt: str
     seed: int | None
     shard: str | None
@@ -188,6 +235,8 @@ CLIP = OptionGroup(
     {
         "frames": (FramesOpt, 16),
         "fps": (VideoFpsOpt, 8.0),
+        "base_position": (BasePositionOpt, "middle"),
+        "seamless": (SeamlessOpt, False),
         "negative_prompt": (NegativePromptOpt, ""),
         "seed": (SeedOpt, None),
         "shard": (ShardOpt, None),

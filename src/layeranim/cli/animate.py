@@ -54,7 +54,8 @@ def animate(
         typer.Option(
             "--inputs",
             help="Batch mode: lines of IMAGE<TAB>PROMPT (or IMAGE | PROMPT), or JSONL with image, prompt and "
-            "per-item negative, seed, frames, fps, output. Finished items are skipped on re-runs.",
+            "per-item negative, seed, frames, fps, base_position, seamless, output. Finished items are "
+            "skipped on re-runs.",
         ),
     ] = None,
     json_output: JsonOpt = False,
@@ -87,6 +88,8 @@ def animate(
             shard=clip.shard,
             negative_prompt=clip.negative_prompt,
             frames=clip.frames,
+            base_position=clip.base_position,
+            seamless=clip.seamless,
             fps=clip.fps,
             sampling=sampling,
             output_settings=output_settings,
@@ -103,6 +106,8 @@ def animate(
         negative_prompt=clip.negative_prompt,
         seed=clip.seed,
         frames=clip.frames,
+        base_position=clip.base_position,
+        seamless=clip.seamless,
         fps=clip.fps,
         sampling=sampling,
         output_settings=output_settings,

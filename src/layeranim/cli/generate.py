@@ -27,7 +27,8 @@ from layeranim.render.settings import (
     epilog="Examples:\n\n"
     '  layeranim generate "a paper lantern swaying" -o lantern.webm\n\n'
     '  layeranim generate "a paper lantern swaying" -o lantern.mov --save-image lantern.png --seed 7\n\n'
-    '  layeranim generate "a paper lantern swaying" --preset tiny -o out/lantern.webm --json',
+    '  layeranim generate "a paper lantern swaying" --preset tiny -o out/lantern.webm --json\n\n'
+    '  layeranim generate "a flag waving" -o flag.webp --frames 96 --seamless --base-position start',
 )
 @with_option_groups(clip=CLIP, sampling=SAMPLING, models=model_options(animate=True), output_settings=OUTPUT)
 def generate(
@@ -48,7 +49,8 @@ def generate(
         typer.Option(
             "--prompts",
             help="Batch mode: a text file (one prompt per line, # comments) or JSONL with per-item prompt, "
-            "negative, seed, frames, fps, output. Finished items are skipped on re-runs.",
+            "negative, seed, frames, fps, base_position, seamless, output. Finished items are skipped on "
+            "re-runs.",
         ),
     ] = None,
     image_steps: Annotated[
@@ -92,6 +94,8 @@ def generate(
             shard=clip.shard,
             negative_prompt=clip.negative_prompt,
             frames=clip.frames,
+            base_position=clip.base_position,
+            seamless=clip.seamless,
             fps=clip.fps,
             sampling=sampling,
             output_settings=output_settings,
@@ -107,6 +111,8 @@ def generate(
         negative_prompt=clip.negative_prompt,
         seed=clip.seed,
         frames=clip.frames,
+        base_position=clip.base_position,
+        seamless=clip.seamless,
         fps=clip.fps,
         sampling=sampling,
         output_settings=output_settings,

@@ -49,12 +49,15 @@ from layeranim.render.settings import (
     OutputSettings,
     SamplingSettings,
     StageProgress,
+    check_clip,
     check_seed,
+    normalize_base_position,
+    render_params,
 )
 
 if TYPE_CHECKING:  # the session imports torch and diffusers: only when a render starts
     from layeranim.render.inputs import AnimationInput
-    from layeranim.render.session import RenderSession
+    from layeranim.render.session import RenderSession, VideoLatents
 
 DEFAULT_BATCH_SEED = 0  # a fixed base seed, so re-runs derive the same per-item seeds and skip finished work
 
@@ -86,7 +89,11 @@ class ImageOutcome:
 
 @dataclass
 class ClipOutcome:
-    """What an animate or generate request wrote, and how long each stage took (seconds)."""
+    """What an animate or generate request wrote, and how long each stage took (seconds).
+
+    Timings: "image" (stage one), "video" (stage two's denoising), "write" (decoding and encoding, which
+    stream together).
+    """
 
     output: Path
     frames: int
@@ -96,9 +103,12 @@ class ClipOutcome:
     format: str
     codec: str
     alpha: bool
-    middle_frame: int
+    base_index: int  # the frame that holds the still (byte-identical to it)
     seed: int
     timings: dict[str, float] = field(default_factory=dict)
+    base_position: str | int = "middle"
+    seamless: bool = False
+    seam_score: float | None = None  # last→first frame difference / median step (about 1: seamless)
     preview: Path | None = None
     image: Path | None = None  # generate's save_image
     manifest: Path | None = None
@@ -114,7 +124,10 @@ class ClipOutcome:
             "format": self.format,
             "codec": self.codec,
             "alpha": self.alpha,
-            "middle_frame": self.middle_frame,
+            "base_position": self.base_position,
+            "base_index": self.base_index,
+            "seamless": self.seamless,
+            "seam_score": self.seam_score,
         }
         for key in ("preview", "image", "manifest"):
             if getattr(self, key) is not None:
@@ -124,6 +137,16 @@ class ClipOutcome:
             out["input"] = self.input
         out["seconds"] = self.timings
         return out
+
+    def clip_facts(self) -> dict[str, Any]:
+        """What the manifest's "clip" records about the rendered clip (beside its params)."""
+        return {
+            "frames": self.frames,
+            "base_position": self.base_position,
+            "base_index": self.base_index,
+            "seamless": self.seamless,
+            "seam_score": self.seam_score,
+        }
 
     def paths(self) -> list[Path]:
         """The files written: the clip, then the preview, the stage-one image and the manifest if any."""
@@ -249,8 +272,7 @@ def animate(
         request.prompt,
         request.negative_prompt,
         seed,
-        request.frames,
-        request.fps,
+        ClipShape(request.frames, request.fps, request.base_position, request.seamless),
         request.output,
         overwrite=request.output_settings.overwrite,
         progress=progress,
@@ -267,6 +289,7 @@ def animate(
             image=request.image,
             params=request.params(),
             timings=outcome.timings,
+            clip=outcome.clip_facts(),
         )
     return outcome
 
@@ -295,8 +318,7 @@ def generate(
         request.prompt,
         request.negative_prompt,
         seed,
-        request.frames,
-        request.fps,
+        ClipShape(request.frames, request.fps, request.base_position, request.seamless),
         request.output,
         overwrite=request.output_settings.overwrite,
         progress=progress,
@@ -313,11 +335,24 @@ def generate(
             image=None,
             params=request.params(),
             timings=outcome.timings,
+            clip=outcome.clip_facts(),
         )
     return outcome
 
 
-def _clip_outcome(written: dict[str, Any], middle: int, seed: int, timings: dict[str, float]) -> ClipOutcome:
+@dataclass(frozen=True)
+class ClipShape:
+    """A clip's length, rate, still position and loop (checked by the request that carried them)."""
+
+    frames: int
+    fps: float
+    base_position: str | int = "middle"
+    seamless: bool = False
+
+
+def _clip_outcome(
+    written: dict[str, Any], video: VideoLatents, shape: ClipShape, seed: int, timings: dict[str, float]
+) -> ClipOutcome:
     return ClipOutcome(
         output=Path(written["output"]),
         frames=written["frames"],
@@ -327,11 +362,47 @@ def _clip_outcome(written: dict[str, Any], middle: int, seed: int, timings: dict
         format=written["format"],
         codec=written["codec"],
         alpha=written["alpha"],
-        middle_frame=middle,
+        base_index=video.base_index,
         seed=seed,
         timings=timings,
+        base_position=shape.base_position,
+        seamless=shape.seamless,
+        seam_score=written["seam_score"],
         preview=Path(written["preview"]) if "preview" in written else None,
     )
+
+
+def _render_video(
+    session: RenderSession,
+    sampling: SamplingSettings,
+    output_settings: OutputSettings,
+    shape: ClipShape,
+    output: Path,
+    *,
+    overwrite: bool,
+    progress: StageProgress | None,
+    notify: Notify | None,
+    **inputs: Any,
+) -> tuple[VideoLatents, dict[str, Any], float]:
+    """Stage two's denoising, then decode and write streamed together: (latents, written, write seconds)."""
+    video = session.video_latents(
+        frames=shape.frames,
+        steps=sampling.steps,
+        guidance=sampling.guidance,
+        base_position=shape.base_position,
+        seamless=shape.seamless,
+        context_length=sampling.context_length,
+        context_overlap=sampling.context_overlap,
+        context_weighting=sampling.context_weighting,
+        progress=progress,
+        **inputs,
+    )
+    start = time.perf_counter()
+    frames = session.iter_frames(
+        video, tta=sampling.tta, decode_chunk_size=sampling.decode_chunk_size, progress=progress
+    )
+    written = write_clip(output, frames, shape.fps, output_settings, overwrite=overwrite, notify=notify)
+    return video, written, time.perf_counter() - start
 
 
 def _generate_clip(
@@ -341,8 +412,7 @@ def _generate_clip(
     prompt: str,
     negative_prompt: str,
     seed: int,
-    frames: int,
-    fps: float,
+    shape: ClipShape,
     output: Path,
     *,
     overwrite: bool,
@@ -364,29 +434,17 @@ def _generate_clip(
         tta=sampling.tta,
         progress=progress,
     )
-    video = session.video(
-        prompt,
-        negative_prompt=negative_prompt,
-        seed=seed,
-        frames=frames,
-        steps=sampling.steps,
-        guidance=sampling.guidance,
+    video, written, write_seconds = _render_video(
+        session, sampling, output_settings, shape, output, overwrite=overwrite, progress=progress,
+        notify=notify, prompt=prompt, negative_prompt=negative_prompt, seed=seed,
         base_latent=still.latent_b4hw,
-        tta=sampling.tta,
-        decode_chunk_size=sampling.decode_chunk_size,
-        progress=progress,
-    )
-    start = time.perf_counter()
-    written = write_clip(
-        output, video.frames_fhwc_uint8, fps, output_settings, overwrite=overwrite, notify=notify
-    )
-    write_seconds = time.perf_counter() - start
+    )  # fmt: skip
     timings = {
         "image": round(still.seconds, 3),
         "video": round(video.seconds, 3),
         "write": round(write_seconds, 3),
     }
-    outcome = _clip_outcome(written, video.middle_index, seed, timings)
+    outcome = _clip_outcome(written, video, shape, seed, timings)
     if save_image is not None:
         outcome.image = Path(write_image(save_image, still.rgba_hwc_uint8, overwrite=overwrite))
     return outcome
@@ -400,8 +458,7 @@ def _animate_clip(
     prompt: str,
     negative_prompt: str,
     seed: int,
-    frames: int,
-    fps: float,
+    shape: ClipShape,
     output: Path,
     *,
     overwrite: bool,
@@ -409,25 +466,13 @@ def _animate_clip(
     notify: Notify | None,
 ) -> ClipOutcome:
     """Stage two from a loaded `AnimationInput`, then write."""
-    video = session.video(
-        prompt,
-        negative_prompt=negative_prompt,
-        seed=seed,
-        frames=frames,
-        steps=sampling.steps,
-        guidance=sampling.guidance,
-        image=source.rgba_hwc_uint8 if source.latent_b4hw is None else None,
-        base_latent=source.latent_b4hw,
-        tta=sampling.tta,
-        decode_chunk_size=sampling.decode_chunk_size,
-        progress=progress,
-    )
-    start = time.perf_counter()
-    written = write_clip(
-        output, video.frames_fhwc_uint8, fps, output_settings, overwrite=overwrite, notify=notify
-    )
-    timings = {"video": round(video.seconds, 3), "write": round(time.perf_counter() - start, 3)}
-    return _clip_outcome(written, video.middle_index, seed, timings)
+    video, written, write_seconds = _render_video(
+        session, sampling, output_settings, shape, output, overwrite=overwrite, progress=progress,
+        notify=notify, prompt=prompt, negative_prompt=negative_prompt, seed=seed,
+        image=source.rgba_hwc_uint8 if source.latent_b4hw is None else None, base_latent=source.latent_b4hw,
+    )  # fmt: skip
+    timings = {"video": round(video.seconds, 3), "write": round(write_seconds, 3)}
+    return _clip_outcome(written, video, shape, seed, timings)
 
 
 def batch_extension(format: str | None) -> str:
@@ -473,16 +518,25 @@ def run_batch(
         session = open_session(request.models, will_animate=True, image_stage=not animate_only)
     sources = spec_sources(session.spec, session.ifa_weights)
     device, dtype = str(session.device), dtype_name(session.dtype)
-    params = request.params()
     sampling, output_settings = request.sampling, request.output_settings
 
+    def item_shape(job: BatchJob) -> ClipShape:
+        item = job.item
+        return ClipShape(
+            request.frames if item.frames is None else item.frames,
+            request.fps if item.fps is None else item.fps,
+            request.base_position
+            if item.base_position is None
+            else normalize_base_position(item.base_position),
+            request.seamless if item.seamless is None else item.seamless,
+        )
+
     def item_params(job: BatchJob) -> dict[str, Any]:
-        out = dict(params)
-        if job.item.frames is not None:
-            out["frames"] = job.item.frames
-        if job.item.fps is not None:
-            out["fps"] = job.item.fps
-        return out
+        shape = item_shape(job)
+        return render_params(
+            request.models, sampling, output_settings, frames=shape.frames, fps=shape.fps,
+            base_position=shape.base_position, seamless=shape.seamless,
+        )  # fmt: skip
 
     def key_for(job: BatchJob) -> str:
         return batch.render_key(
@@ -500,6 +554,8 @@ def run_batch(
 
     def render_item(job: BatchJob) -> RenderResult:
         job.output.parent.mkdir(parents=True, exist_ok=True)
+        shape = item_shape(job)
+        check_clip(shape.frames, shape.fps, shape.base_position, shape.seamless)  # this item fails alone
         p = item_params(job)
         item = job.item
         negative = item.negative_prompt if item.negative_prompt is not None else request.negative_prompt
@@ -511,13 +567,13 @@ def run_batch(
                 item.image, width=sampling.width, height=sampling.height, notify=notify
             )
             outcome = _animate_clip(
-                session, sampling, output_settings, source, item.prompt, negative, job.seed,
-                p["frames"], p["fps"], job.output, overwrite=overwrite, progress=progress, notify=notify,
+                session, sampling, output_settings, source, item.prompt, negative, job.seed, shape,
+                job.output, overwrite=overwrite, progress=progress, notify=notify,
             )  # fmt: skip
         else:
             outcome = _generate_clip(
-                session, sampling, output_settings, item.prompt, negative, job.seed,
-                p["frames"], p["fps"], job.output, overwrite=overwrite, progress=progress, notify=notify,
+                session, sampling, output_settings, item.prompt, negative, job.seed, shape,
+                job.output, overwrite=overwrite, progress=progress, notify=notify,
             )  # fmt: skip
         manifest = session_manifest(
             session,
@@ -527,6 +583,7 @@ def run_batch(
             timings=outcome.timings,
             output=job.output,
             sources=sources,
+            clip=outcome.clip_facts(),
         )
         return RenderResult(job.output, manifest)
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -108,21 +109,56 @@ def check_image_target(path: Path, *, name: str, overwrite: bool) -> None:
         )
 
 
+FrameSource = np.ndarray | Iterable[np.ndarray]
+"""A clip for `write_clip`: one (f, h, w, 4) uint8 straight-RGBA array, or chunks of one in frame order."""
+
+
+def _chunks(frames: FrameSource) -> Iterator[np.ndarray]:
+    if isinstance(frames, np.ndarray):
+        yield frames
+    else:
+        yield from frames
+
+
+def writer_input(chunks: Iterator[np.ndarray]) -> np.ndarray:
+    """What `video_io.write_video` is given: the chunks joined into one array, since this `video_io` takes
+    arrays only. Once it takes an iterator (streaming), this returns `chunks` as they are and the clip is
+    never held whole: the one call to change."""
+    return np.concatenate(list(chunks))
+
+
 def write_clip(
     output: Path,
-    frames_fhwc_uint8: np.ndarray,
+    frames: FrameSource,
     fps: float,
     settings: OutputSettings,
     *,
     overwrite: bool,
     notify: Notify | None = None,
 ) -> dict[str, Any]:
-    """Write a clip (and its preview) with the run's output settings; returns what was written."""
+    """Write a clip (and its preview) with the run's output settings; returns what was written.
+
+    `frames` is one array or an iterable of chunks (a streamed decode): chunks are measured as they pass
+    (the seam score: last→first frame difference over the median step, see
+    `pipelines.context_windows.seam_score`) and handed to the writer. Only a preview keeps the frames, to
+    write them a second time.
+    """
+    from layeranim.pipelines.context_windows import SeamMeter
     from layeranim.video_io import write_preview, write_video
+
+    meter = SeamMeter()
+    kept: list[np.ndarray] | None = [] if settings.preview else None
+
+    def measured(chunks: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+        for chunk in chunks:
+            meter.update(chunk)
+            if kept is not None:
+                kept.append(chunk)
+            yield chunk
 
     info = write_video(
         output,
-        frames_fhwc_uint8,
+        writer_input(measured(_chunks(frames))),
         fps,
         format=settings.format,
         quality=settings.quality,
@@ -131,6 +167,7 @@ def write_clip(
         loop=settings.loop,
         overwrite=overwrite,
     )
+    seam = meter.value
     written: dict[str, Any] = {
         "output": str(info.path),
         "frames": info.frames,
@@ -140,9 +177,10 @@ def write_clip(
         "format": info.format,
         "codec": info.codec,
         "alpha": info.has_alpha,
+        "seam_score": round(seam, 4) if math.isfinite(seam) else None,
     }
-    if settings.preview:
-        written["preview"] = str(write_preview(output, frames_fhwc_uint8, fps, overwrite=overwrite))
+    if kept is not None:
+        written["preview"] = str(write_preview(output, np.concatenate(kept), fps, overwrite=overwrite))
     if not info.has_alpha and notify is not None:
         notify("warning: the written file stores no alpha channel.")
     return written
@@ -175,8 +213,10 @@ def session_manifest(
     timings: dict[str, float],
     output: Path,
     sources: dict[str, Any] | None = None,
+    clip: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The manifest of one render from `session`: parameters, seed, sources, versions, timings."""
+    """The manifest of one render from `session`: parameters, seed, sources, versions, timings, and `clip`:
+    what the rendered clip turned out to be (frames, the still's `base_index`, `seamless`, `seam_score`)."""
     from layeranim.render.devices import dtype_name
 
     manifest = build_manifest(
@@ -190,6 +230,8 @@ def session_manifest(
         output=output,
     )
     manifest["resolved_sources"] = session.sources
+    if clip is not None:
+        manifest["clip"] = clip
     return manifest
 
 
@@ -203,10 +245,13 @@ def write_single_manifest(
     image: Path | None,
     params: dict[str, Any],
     timings: dict[str, float],
+    clip: dict[str, Any] | None = None,
 ) -> Path:
     """The manifest of a one-off render: the same sidecar a batch writes, for an item of one."""
     item = BatchItem(index=0, prompt=prompt, negative_prompt=negative_prompt, image=image)
-    manifest = session_manifest(session, item=item, seed=seed, params=params, timings=timings, output=output)
+    manifest = session_manifest(
+        session, item=item, seed=seed, params=params, timings=timings, output=output, clip=clip
+    )
     path = manifest_path(output)
     write_manifest(path, manifest)
     return path

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -45,6 +45,21 @@ class VideoResult:
     frames_fhwc_uint8: np.ndarray
     middle_index: int
     seconds: float
+
+
+@dataclass
+class VideoLatents:
+    """Stage two's denoised clip, not yet decoded: decode it with `RenderSession.iter_frames`."""
+
+    latents_cfhw: torch.Tensor  # one video's final latents, UNet space, float32 CPU
+    base_index: int  # the frame that holds the still
+    seconds: float  # denoising time
+    crop_hw: tuple[int, int] | None = None  # an RGBA input's size: frames are cropped back to it
+    pipeline: LayerAnimatePipeline | None = field(default=None, repr=False)  # the one that denoised it
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.latents_cfhw.shape[1])
 
 
 @dataclass
@@ -209,8 +224,52 @@ class RenderSession:
         tta: bool = True,
         decode_chunk_size: int = 4,
         progress: StageProgress | None = None,
+        **long_clip: object,
     ) -> VideoResult:
-        """Stage two: an RGBA image or a stage-one latent → RGBA frames."""
+        """Stage two: an RGBA image or a stage-one latent → RGBA frames, all held at once (see
+        `video_latents` + `iter_frames` for the streamed path, which gives the same frames)."""
+        video = self.video_latents(
+            prompt,
+            negative_prompt=negative_prompt,
+            seed=seed,
+            frames=frames,
+            steps=steps,
+            guidance=guidance,
+            image=image,
+            base_latent=base_latent,
+            progress=progress,
+            **long_clip,  # type: ignore[arg-type]
+        )
+        start = time.perf_counter()
+        chunks = list(
+            self.iter_frames(video, tta=tta, decode_chunk_size=decode_chunk_size, progress=progress)
+        )
+        seconds = video.seconds + time.perf_counter() - start
+        return VideoResult(np.concatenate(chunks), video.base_index, seconds)
+
+    def video_latents(
+        self,
+        prompt: str,
+        *,
+        negative_prompt: str = "",
+        seed: int,
+        frames: int,
+        steps: int,
+        guidance: float,
+        image: np.ndarray | None = None,
+        base_latent: torch.Tensor | None = None,
+        base_position: str | int = "middle",
+        seamless: bool = False,
+        context_length: int | None = None,
+        context_overlap: int | None = None,
+        context_weighting: str = "pyramid",
+        progress: StageProgress | None = None,
+    ) -> VideoLatents:
+        """Stage two's denoising only: an RGBA image or a stage-one latent → the clip's latents.
+
+        Clips longer than the motion window are denoised in context windows; the still sits at
+        `base_position`; `seamless` wraps the windows around the end (see `LayerAnimatePipeline`).
+        """
         pipe = self.stage_two()
         start = time.perf_counter()
         out = pipe(
@@ -222,14 +281,47 @@ class RenderSession:
             num_inference_steps=steps,
             guidance_scale=guidance,
             generator=generator_for(self.device, seed),
-            tta=tta,
-            decode_chunk_size=decode_chunk_size,
+            base_position=base_position,
+            seamless=seamless,
+            context_length=context_length,
+            context_overlap=context_overlap,
+            context_weighting=context_weighting,
+            output_type="latent",
             progress=_staged(progress, "video"),
         )
-        frames_out = out.frames
-        if image is not None:  # the latent grid was padded to a multiple of 8: crop back to the input
-            frames_out = frames_out[:, : image.shape[0], : image.shape[1]]
-        return VideoResult(frames_out, out.middle_index, time.perf_counter() - start)
+        crop = None if image is None else (int(image.shape[0]), int(image.shape[1]))
+        return VideoLatents(out.latents[0], out.base_index, time.perf_counter() - start, crop, pipe)
+
+    def iter_frames(
+        self,
+        video: VideoLatents,
+        *,
+        tta: bool = True,
+        decode_chunk_size: int = 4,
+        progress: StageProgress | None = None,
+    ) -> Iterator[np.ndarray]:
+        """Decode `video` chunk by chunk: straight RGBA uint8 chunks (n, H, W, 4) in frame order.
+
+        At most `decode_chunk_size` frames (and the still) are decoded at a time, so a writer that takes
+        an iterator never holds the clip. The still's frame is decoded on its own, as stage one decodes
+        its image, so it is byte-identical to it.
+        """
+        pipe = video.pipeline if video.pipeline is not None else self.stage_two()
+        # The latents in the dtype and on the device the pipeline denoised them in (float32 holds fp16
+        # and bf16 exactly), so the frames equal those of a decoding __call__ bit for bit.
+        latents_cfhw = video.latents_cfhw.to(device=pipe._execution_device, dtype=pipe.unet.dtype)
+        done = 0
+        with torch.no_grad():
+            for chunk in pipe.iter_decode(
+                latents_cfhw, video.base_index, tta=tta, decode_chunk_size=decode_chunk_size, output_type="np"
+            ):
+                if video.crop_hw is not None:  # the latent grid was padded to a multiple of 8
+                    chunk = chunk[:, : video.crop_hw[0], : video.crop_hw[1]]
+                done += len(chunk)
+                if progress is not None:
+                    progress("video", "decode", done, video.num_frames)
+                yield np.ascontiguousarray(chunk)
+        pipe.maybe_free_model_hooks()
 
 
 def _default_adapter(spec: ModelSpec) -> object:

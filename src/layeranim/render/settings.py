@@ -32,6 +32,8 @@ DTYPE_CHOICES = ("auto", "fp32", "fp16", "bf16")
 OFFLOAD_MODES = ("none", "model", "sequential")
 ALPHA_MODES = ("straight", "premultiplied")
 BATCH_KINDS = ("prompts", "inputs")
+BASE_POSITIONS = ("middle", "start", "end")  # pipelines.context_windows.BASE_POSITIONS (tested equal)
+CONTEXT_WEIGHTINGS = ("flat", "pyramid")  # pipelines.context_windows.WEIGHTINGS (tested equal)
 SEED_LIMIT = 2**63  # seeds are 0 … 2**63-1
 DEFAULT_IMAGE_STEPS = 25
 DEFAULT_IMAGE_GUIDANCE = 7.0
@@ -153,6 +155,10 @@ class SamplingSettings:
     stage one's inside `generate` (None there: 25 and 7.0). `width`/`height` size stage one's image, or
     resize the still that `animate` starts from. `fast_decode` runs the transparency decoder once instead
     of its 8-way flip/rotate augmentation. `decode_chunk_size` frames are decoded at once.
+
+    Clips longer than `context_length` frames (None: the motion module's trained length, 16) are
+    denoised in overlapping windows that share `context_overlap` frames (None: a quarter window), their
+    predictions blended with `context_weighting` "pyramid" (FreeNoise) or "flat" weights.
     """
 
     steps: int = 25
@@ -163,6 +169,9 @@ class SamplingSettings:
     decode_chunk_size: int = 4
     image_steps: int | None = None
     image_guidance: float | None = None
+    context_length: int | None = None
+    context_overlap: int | None = None
+    context_weighting: str = "pyramid"
 
     def __post_init__(self) -> None:
         _check_positive_int("steps", self.steps)
@@ -174,6 +183,22 @@ class SamplingSettings:
             _check_positive_int("image_steps", self.image_steps)
         if self.image_guidance is not None:
             _check_number("image_guidance", self.image_guidance, minimum=0.0)
+        if self.context_length is not None:
+            _check_positive_int("context_length", self.context_length, minimum=2)
+        if self.context_overlap is not None:
+            _check_positive_int("context_overlap", self.context_overlap, minimum=0)
+            length = 16 if self.context_length is None else self.context_length
+            if self.context_overlap >= length:
+                raise UsageError(
+                    f"context_overlap={self.context_overlap} must be less than the window "
+                    f"(context_length={length}); neighbouring windows share fewer frames than a window.",
+                    argument="context_overlap",
+                )
+        object.__setattr__(
+            self,
+            "context_weighting",
+            _choice("context_weighting", self.context_weighting, CONTEXT_WEIGHTINGS),
+        )
 
     @property
     def tta(self) -> bool:
@@ -209,13 +234,29 @@ class OutputSettings:
 
 
 def render_params(
-    models: ModelSettings, sampling: SamplingSettings, output: OutputSettings, *, frames: int, fps: float
+    models: ModelSettings,
+    sampling: SamplingSettings,
+    output: OutputSettings,
+    *,
+    frames: int,
+    fps: float,
+    base_position: str | int = "middle",
+    seamless: bool = False,
 ) -> dict[str, Any]:
     """Everything that shapes a clip's pixels and file: what manifests record and render keys hash.
 
     The keys are those of layeranim's earlier manifests, so re-running an old batch still skips its
-    finished items.
+    finished items; the long-clip settings (`base_position`, `seamless`, `context_*`) join them only when
+    they differ from their defaults.
     """
+    long_clip = {
+        "base_position": base_position,
+        "seamless": seamless,
+        "context_length": sampling.context_length,
+        "context_overlap": sampling.context_overlap,
+        "context_weighting": sampling.context_weighting,
+    }
+    defaults = {"base_position": "middle", "seamless": False, "context_weighting": "pyramid"}
     return {
         "scheduler": models.scheduler,
         "steps": sampling.steps,
@@ -234,12 +275,71 @@ def render_params(
         "preview": output.preview,
         "frames": frames,
         "fps": fps,
+        **{name: value for name, value in long_clip.items() if value != defaults.get(name)},
     }
 
 
-def _check_clip(frames: int, fps: float) -> None:
+def normalize_base_position(base_position: str | int) -> str | int:
+    """`"middle"`/`"start"`/`"end"` (any case) or a frame index; a string of digits ("12", "-1") is an
+    index, as a command line or a batch file spells it."""
+    if isinstance(base_position, str):
+        text = base_position.strip().lower()
+        if text.lstrip("-").isdigit():
+            return int(text)
+        if text not in BASE_POSITIONS:
+            raise UsageError(
+                f"base_position={base_position!r} is not one of {', '.join(BASE_POSITIONS)} or a frame "
+                "index.",
+                argument="base_position",
+            )
+        return text
+    if isinstance(base_position, bool) or not isinstance(base_position, int):
+        raise UsageError(
+            f"base_position={base_position!r} must be 'middle', 'start', 'end' or a frame index.",
+            argument="base_position",
+        )
+    return base_position
+
+
+def base_index(base_position: str | int, frames: int) -> int:
+    """The frame that holds the still: `"middle"` (F − 1) // 2 (the paper's), `"start"` 0, `"end"` F − 1, or
+    an index in 0 … F − 1 (negative ones count from the end). Beyond the clip is a `UsageError`."""
+    position = normalize_base_position(base_position)
+    if position == "middle":
+        return (frames - 1) // 2
+    if position == "start":
+        return 0
+    if position == "end":
+        return frames - 1
+    assert isinstance(position, int)
+    if not -frames <= position < frames:
+        raise UsageError(
+            f"base_position={position} is outside the clip's frames 0..{frames - 1} (frames={frames}); pick "
+            "a frame in it, or 'start', 'middle' or 'end'.",
+            argument="base_position",
+        )
+    return position % frames
+
+
+def check_clip(frames: int, fps: float, base_position: str | int = "middle", seamless: bool = False) -> None:
+    """A clip's length, rate, still position and loop, checked together before any model loads."""
     _check_positive_int("frames", frames, minimum=2)
     _check_number("fps", fps, minimum=0.0, inclusive=False)
+    if not isinstance(seamless, bool):
+        raise UsageError(f"seamless={seamless!r} must be True or False.", argument="seamless")
+    if seamless and frames < 3:
+        raise UsageError(
+            f"seamless=True needs frames of at least 3 to loop (frames={frames}); render more frames or "
+            "drop seamless=True.",
+            argument="seamless",
+        )
+    base_index(base_position, frames)
+
+
+def _set_clip_fields(request: Any) -> None:
+    """Normalise and check a request's `frames`, `fps`, `base_position` and `seamless` (frozen dataclass)."""
+    object.__setattr__(request, "base_position", normalize_base_position(request.base_position))
+    check_clip(request.frames, request.fps, request.base_position, request.seamless)
 
 
 @dataclass(frozen=True)
@@ -275,6 +375,8 @@ class AnimateRequest:
 
     Next to a PNG, its `NAME.latent.safetensors` sidecar is used when it belongs to that exact image.
     `sampling.image_steps`/`image_guidance` (stage one's) are ignored: there is no stage one here.
+    `frames` may exceed the motion window (context windows, see `SamplingSettings`); the still sits at
+    `base_position` ("middle", "start", "end" or a frame index); `seamless` makes the clip loop.
     """
 
     image: Path
@@ -284,6 +386,8 @@ class AnimateRequest:
     seed: int | None = None
     frames: int = 16
     fps: float = 8.0
+    base_position: str | int = "middle"
+    seamless: bool = False
     sampling: SamplingSettings = field(default_factory=SamplingSettings)
     output_settings: OutputSettings = field(default_factory=OutputSettings)
     models: ModelSettings = field(default_factory=ModelSettings)
@@ -292,7 +396,7 @@ class AnimateRequest:
         object.__setattr__(self, "image", Path(self.image))
         object.__setattr__(self, "output", Path(self.output))
         check_seed(self.seed)
-        _check_clip(self.frames, self.fps)
+        _set_clip_fields(self)
         # Stage one's steps and guidance do not apply here (one SamplingSettings may serve both kinds of
         # request); drop them so the manifest records only what shaped this clip.
         object.__setattr__(
@@ -301,13 +405,22 @@ class AnimateRequest:
 
     def params(self) -> dict[str, Any]:
         return render_params(
-            self.models, self.sampling, self.output_settings, frames=self.frames, fps=self.fps
+            self.models,
+            self.sampling,
+            self.output_settings,
+            frames=self.frames,
+            fps=self.fps,
+            base_position=self.base_position,
+            seamless=self.seamless,
         )
 
 
 @dataclass(frozen=True)
 class GenerateRequest:
-    """Both stages: `prompt` → a LayerDiffuse image → a clip at `output`; `save_image` keeps the image."""
+    """Both stages: `prompt` → a LayerDiffuse image → a clip at `output`; `save_image` keeps the image.
+
+    `frames`, `base_position` and `seamless` as in `AnimateRequest`.
+    """
 
     prompt: str
     output: Path
@@ -315,6 +428,8 @@ class GenerateRequest:
     seed: int | None = None
     frames: int = 16
     fps: float = 8.0
+    base_position: str | int = "middle"
+    seamless: bool = False
     sampling: SamplingSettings = field(default_factory=SamplingSettings)
     output_settings: OutputSettings = field(default_factory=OutputSettings)
     models: ModelSettings = field(default_factory=ModelSettings)
@@ -326,11 +441,17 @@ class GenerateRequest:
         if self.save_image is not None:
             object.__setattr__(self, "save_image", Path(self.save_image))
         check_seed(self.seed)
-        _check_clip(self.frames, self.fps)
+        _set_clip_fields(self)
 
     def params(self) -> dict[str, Any]:
         return render_params(
-            self.models, self.sampling, self.output_settings, frames=self.frames, fps=self.fps
+            self.models,
+            self.sampling,
+            self.output_settings,
+            frames=self.frames,
+            fps=self.fps,
+            base_position=self.base_position,
+            seamless=self.seamless,
         )
 
 
@@ -352,7 +473,8 @@ class BatchRequest:
     (IMAGE<TAB>PROMPT lines, or JSONL with `image`). `output` is a folder (`DIR/`) or a template with
     `{index}`, `{slug}`, `{seed}`, `{ext}`. Items without their own seed derive one from `seed` (default
     0), so a re-run skips the finished items (same manifest `render_key`). `shard="I/N"` renders only
-    the items with `index % N == I - 1`. `frames`, `fps` and `negative_prompt` are the items' defaults.
+    the items with `index % N == I - 1`. `frames`, `fps`, `base_position`, `seamless` and `negative_prompt`
+    are the items' defaults (an item may set its own).
     """
 
     file: Path | str
@@ -363,6 +485,8 @@ class BatchRequest:
     negative_prompt: str = ""
     frames: int = 16
     fps: float = 8.0
+    base_position: str | int = "middle"
+    seamless: bool = False
     sampling: SamplingSettings = field(default_factory=SamplingSettings)
     output_settings: OutputSettings = field(default_factory=OutputSettings)
     models: ModelSettings = field(default_factory=ModelSettings)
@@ -370,7 +494,7 @@ class BatchRequest:
     def __post_init__(self) -> None:
         object.__setattr__(self, "kind", _choice("kind", self.kind, BATCH_KINDS))
         check_seed(self.seed)
-        _check_clip(self.frames, self.fps)
+        _set_clip_fields(self)
         if self.kind == "prompts":
             object.__setattr__(self, "sampling", with_image_defaults(self.sampling))
         if self.shard is not None:
@@ -380,5 +504,11 @@ class BatchRequest:
 
     def params(self) -> dict[str, Any]:
         return render_params(
-            self.models, self.sampling, self.output_settings, frames=self.frames, fps=self.fps
+            self.models,
+            self.sampling,
+            self.output_settings,
+            frames=self.frames,
+            fps=self.fps,
+            base_position=self.base_position,
+            seamless=self.seamless,
         )

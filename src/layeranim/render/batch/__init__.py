@@ -16,8 +16,9 @@ Batch files (UTF-8):
   the first `|`).
 - JSONL: one JSON object per line (same comment and blank-line rules), used for files ending in `.jsonl` or
   `.json` and for any file whose first item line starts with `{`. A `.json` file may also hold one JSON
-  array of objects. Keys: `prompt`, `negative` (or `negative_prompt`), `seed`, `frames`, `fps`, `output`,
-  `image`; any other key is an error. `prompt` is required, and `image` too for an inputs batch.
+  array of objects. Keys: `prompt`, `negative` (or `negative_prompt`), `seed`, `frames`, `fps`,
+  `base_position` ("middle", "start", "end" or a frame index), `seamless` (true/false), `output`, `image`;
+  any other key is an error. `prompt` is required, and `image` too for an inputs batch.
 
 Relative `image` paths are relative to the batch file's folder, so a batch file can travel with its images.
 A path of `-` reads the batch from stdin (images then relative to the current folder).

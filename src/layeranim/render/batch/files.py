@@ -14,7 +14,18 @@ from layeranim.errors import UsageError
 BatchKind = Literal["prompts", "inputs"]
 
 JSONL_SUFFIXES = (".jsonl", ".json")
-ALLOWED_KEYS = ("prompt", "negative", "negative_prompt", "seed", "frames", "fps", "output", "image")
+ALLOWED_KEYS = (
+    "prompt",
+    "negative",
+    "negative_prompt",
+    "seed",
+    "frames",
+    "fps",
+    "base_position",
+    "seamless",
+    "output",
+    "image",
+)
 SEED_MAX = 2**64 - 1  # torch.Generator.manual_seed takes up to this
 
 
@@ -32,6 +43,8 @@ class BatchItem:
     seed: int | None = None
     frames: int | None = None
     fps: float | None = None
+    base_position: str | int | None = None  # "middle", "start", "end" or a frame index
+    seamless: bool | None = None
     output: str | None = None  # a file name inside the output directory (may use template fields)
     image: Path | None = None  # inputs batches only: the RGBA image to animate
     source: str = ""  # where it came from, for messages: "prompts.txt:3"
@@ -183,13 +196,30 @@ def _item_from_json(
     frames = obj.get("frames")
     if frames is not None:
         frames = _expect_int(frames, "frames", where)
-        if frames < 1:
-            raise UsageError(f'{where}: "frames" {frames} must be a positive integer.')
+        if frames < 2:
+            raise UsageError(f'{where}: "frames" {frames} must be a positive integer, at least 2.')
     fps = obj.get("fps")
     if fps is not None:
         if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not fps > 0:
             raise UsageError(f'{where}: "fps" must be a positive number, not {json.dumps(fps)}.')
         fps = float(fps)
+    base_position = obj.get("base_position")
+    if base_position is not None:
+        if isinstance(base_position, bool) or not isinstance(base_position, (str, int)):
+            raise UsageError(
+                f'{where}: "base_position" must be "middle", "start", "end" or a frame index, not '
+                f"{json.dumps(base_position)}."
+            )
+        if isinstance(base_position, str):
+            base_position = base_position.strip().lower()
+            if base_position not in ("middle", "start", "end"):
+                raise UsageError(
+                    f'{where}: "base_position" {json.dumps(base_position)} is not "middle", "start", "end" '
+                    "or a frame index (a JSON integer)."
+                )
+    seamless = obj.get("seamless")
+    if seamless is not None and not isinstance(seamless, bool):
+        raise UsageError(f'{where}: "seamless" must be true or false, not {json.dumps(seamless)}.')
     output = obj.get("output")
     if output is not None:
         output = _expect_str(output, "output", where)
@@ -217,6 +247,8 @@ def _item_from_json(
         seed=seed,
         frames=frames,
         fps=fps,
+        base_position=base_position,
+        seamless=seamless,
         output=output,
         image=image_path,
         source=source,
