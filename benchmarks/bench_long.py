@@ -3,7 +3,9 @@
 Each clip length runs in its own child process on the tiny preset's models (random weights, nothing
 downloaded): stage two denoises in 16-frame context windows (`output_type="latent"`), then the frames are
 decoded with `LayerAnimatePipeline.iter_decode` and consumed chunk by chunk (into a `SeamMeter`, as a
-streaming writer would), so no decoded clip is ever held. Peak memory is the child's peak resident memory
+streaming writer would), so no decoded clip is ever held. `--write FORMAT` hands the chunks to
+`layeranim.render.outputs.write_clip` instead (what `layeranim generate` does), so the writer's memory
+counts too. Peak memory is the child's peak resident memory
 above its level once the models are loaded (Linux `VmHWM`, reset through `/proc/self/clear_refs`), or
 `torch.cuda.max_memory_allocated` on CUDA, less the latents themselves. The claim to check: time grows
 linearly with frames (s/frame flat) and memory stays flat (256 frames ≤ 1.3× the 16-frame peak).
@@ -15,6 +17,7 @@ memory creeps up with the number of chunks decoded although nothing is kept (mea
 
     .venv/bin/python benchmarks/bench_long.py                  # 128 px, 2 steps, CPU: ~2 min on 2 cores
     .venv/bin/python benchmarks/bench_long.py --size 64 --frames 16 64
+    .venv/bin/python benchmarks/bench_long.py --write mkv        # through render's write path into a file
     python benchmarks/bench_long.py --full                     # 512 px, 25 steps, CUDA
 """
 
@@ -39,7 +42,9 @@ def _rss_kib(field: str) -> int:
     raise RuntimeError(f"/proc/self/status has no {field}")
 
 
-def child(frames: int, size: int, steps: int, device_name: str, decode_chunk_size: int) -> dict[str, float]:
+def child(
+    frames: int, size: int, steps: int, device_name: str, decode_chunk_size: int, write: str | None = None
+) -> dict[str, float]:
     """Render one clip; return seconds (denoise, decode) and peak memory above the loaded models."""
     from layeranim.pipelines.context_windows import SeamMeter
     from layeranim.pipelines.layeranimate import LayerAnimatePipeline, build_motion_unet
@@ -78,11 +83,23 @@ def child(frames: int, size: int, steps: int, device_name: str, decode_chunk_siz
         output_type="latent",
     )
     denoised = time.perf_counter()
-    meter = SeamMeter()
-    for chunk in pipe.iter_decode(
-        out.latents[0], out.middle_index, tta=False, decode_chunk_size=decode_chunk_size
-    ):
-        meter.update(chunk)
+    chunks = pipe.iter_decode(out.latents[0], out.base_index, tta=False, decode_chunk_size=decode_chunk_size)
+    if write is None:
+        meter = SeamMeter()
+        for chunk in chunks:
+            meter.update(chunk)
+        seam = meter.value
+    else:
+        import tempfile
+
+        from layeranim.render.outputs import write_clip
+        from layeranim.render.settings import OutputSettings
+        from layeranim.video_io import get_format
+
+        with tempfile.TemporaryDirectory() as folder:
+            target = Path(folder) / f"clip{get_format(write).extensions[0]}"
+            settings = OutputSettings(format=write)
+            seam = write_clip(target, chunks, 8.0, settings, overwrite=True)["seam_score"]
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         peak = torch.cuda.max_memory_allocated(device) - start_bytes
@@ -95,7 +112,7 @@ def child(frames: int, size: int, steps: int, device_name: str, decode_chunk_siz
         "denoise_s": denoised - start,
         "decode_s": done - denoised,
         "peak_bytes": max(0, peak - latent_bytes),
-        "seam": meter.value,
+        "seam": seam,
     }
 
 
@@ -109,6 +126,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--full", action="store_true", help="512 px, 25 steps, on CUDA")
     parser.add_argument(
+        "--write", metavar="FORMAT", help="write through render.outputs.write_clip (e.g. mkv)"
+    )
+    parser.add_argument(
         "--glibc-default", action="store_true", help="keep glibc's dynamic mmap threshold (see above)"
     )
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
@@ -119,19 +139,21 @@ def main() -> None:
         usage_error(f"--size {args.size} must be a multiple of 64 (the transparency decoder's)")
     device = resolve_device(args.device)
     if args.child is not None:
-        result = child(args.child, args.size, args.steps, str(device), args.decode_chunk_size)
+        result = child(args.child, args.size, args.steps, str(device), args.decode_chunk_size, args.write)
         print(json.dumps(result))
         return
 
     allocator = "glibc default" if args.glibc_default else "MALLOC_MMAP_THRESHOLD_=65536"
     settings = f"tiny preset models, {args.size} px, {args.steps} steps, 16-frame windows, streamed decode"
     settings += f", {allocator}"
+    settings += f", written as {args.write} through render.outputs.write_clip" if args.write else ""
     print_header("bench_long: stage two at several clip lengths", device, torch.float32, settings)
     results = []
     for frames in args.frames:
         command = [sys.executable, __file__, "--child", str(frames), "--size", str(args.size)]
         command += ["--steps", str(args.steps), "--device", str(device)]
         command += ["--decode-chunk-size", str(args.decode_chunk_size)]
+        command += ["--write", args.write] if args.write else []
         env = {**os.environ, "BENCH_THREADS": str(args.threads), "OMP_NUM_THREADS": str(args.threads)}
         if not args.glibc_default:
             env["MALLOC_MMAP_THRESHOLD_"] = "65536"
