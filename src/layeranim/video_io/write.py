@@ -1,0 +1,323 @@
+"""Writing straight-alpha RGBA clips: validate, plan the encoder settings from the format table, encode.
+
+- Encoders that want `yuva*` get planar `gbrap` frames: the packed `rgba` path shifts alpha by one
+  level in FFmpeg 8.1's swscale, `gbrap` copies it bit-exactly.
+- Colour under alpha 0 is edge-padded before 4:2:0 encodes (`alpha.pad_color_under_transparent`), or
+  opaque edges pick up its colour.
+
+Axis legend: f frames, h height, w width, c channels (RGBA).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass, replace
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+from PIL import Image
+
+from layeranim import alpha as alpha_ops
+from layeranim.errors import LayerAnimError, UsageError
+from layeranim.video_io.atomic import atomic_output, check_output_target
+from layeranim.video_io.formats import (
+    ALPHA_MODES,
+    MUXER_FOR_EXTENSION,
+    AlphaMode,
+    FormatSpec,
+    ProgressCallback,
+    resolve_output_format,
+)
+from layeranim.video_io.read import VideoInfo, probe
+from layeranim.video_io.sequences import check_sequence_output, write_sequence
+
+logger = logging.getLogger(__name__)
+
+# FFmpeg colour tags (AVColorSpace / AVColorPrimaries / AVColorTransferCharacteristic / AVColorRange).
+_CS_BT709, _CS_SMPTE170M = 1, 6
+_PRI_BT709 = 1
+_TRC_BT709, _TRC_SRGB = 1, 13
+_RANGE_TV = 1
+
+
+def validate_clip(rgba_fhwc_uint8: np.ndarray, fps: float) -> None:
+    if not isinstance(rgba_fhwc_uint8, np.ndarray):
+        raise UsageError(f"frames must be a numpy array, got {type(rgba_fhwc_uint8).__name__}.")
+    if rgba_fhwc_uint8.dtype != np.uint8 or rgba_fhwc_uint8.ndim != 4 or rgba_fhwc_uint8.shape[-1] != 4:
+        raise UsageError(
+            f"frames must be uint8 (frames, height, width, 4) straight RGBA, got {rgba_fhwc_uint8.dtype} "
+            f"{tuple(rgba_fhwc_uint8.shape)}."
+        )
+    if min(rgba_fhwc_uint8.shape[:3]) < 1:
+        raise UsageError(f"frames must hold at least one 1x1 frame, got {tuple(rgba_fhwc_uint8.shape)}.")
+    if not (isinstance(fps, int | float) and math.isfinite(fps) and fps > 0):
+        raise UsageError(f"fps {fps!r} must be a positive number (e.g. 24).")
+
+
+def fps_fraction(fps: float) -> Fraction:
+    """24 → 24/1, 29.97 → 30000/1001, 23.976 → 2997/125."""
+    return Fraction(fps).limit_denominator(1001)
+
+
+def _encoder_threads() -> int:
+    """libvpx with 2 threads collapses on a loaded 2-core machine; one thread is faster there (§5)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cpus = os.cpu_count() or 1
+    return 1 if cpus <= 2 else min(cpus, 8)
+
+
+@dataclass(frozen=True)
+class EncodePlan:
+    spec: FormatSpec
+    pix_fmt: str
+    codec_options: dict[str, str]
+    muxer_options: dict[str, str]
+    chroma_420: bool
+    lossless: bool
+
+
+def plan_encode(
+    spec: FormatSpec,
+    quality: int | None,
+    lossless: bool | None,
+    loop: int,
+    codec_options: dict[str, str] | None,
+) -> EncodePlan:
+    """Turn the caller's quality/lossless/loop into encoder and muxer options, refusing what cannot apply."""
+    options = dict(spec.codec_options)
+    muxer_options: dict[str, str] = {}
+    pix_fmt = spec.pix_fmt
+    chroma_420 = spec.chroma_420
+    is_lossless = spec.lossless
+
+    if lossless is not None and spec.lossless_option is None:
+        if lossless and not spec.lossless:
+            raise UsageError(
+                f"format {spec.name!r} has no lossless mode; use mkv (FFV1), mov-png, apng, webp or png-seq."
+            )
+        if not lossless and spec.lossless:
+            raise UsageError(
+                f"format {spec.name!r} is always lossless; use webm, webp (lossy) or mov for smaller files."
+            )
+    if spec.lossless_option == "webp":
+        is_lossless = not (lossless is False or (lossless is None and quality is not None))
+        if lossless and quality is not None:
+            raise UsageError("quality applies to lossy WebP only; drop it, or pass lossless=False / --lossy.")
+        if is_lossless:
+            options["lossless"] = "1"
+        else:
+            options["lossless"] = "0"
+            pix_fmt, chroma_420 = "yuva420p", True
+    if spec.lossless_option == "vp9" and lossless:
+        if quality is not None:
+            raise UsageError("quality (CRF) and lossless exclude each other for VP9; pass only one.")
+        options["lossless"] = "1"
+        # Planar RGB + alpha (VP9 profile 1) so RGB is bit-exact too: 4:2:0 YUV would not be. libvpx asks
+        # for strict=experimental to accept it. FFmpeg and editors read it; not every browser does.
+        options["strict"] = "experimental"
+        pix_fmt, chroma_420, is_lossless = "gbrap", False, True
+
+    if quality is not None:
+        qspec = spec.quality
+        if qspec is None:
+            raise UsageError(
+                f"format {spec.name!r} has no quality setting; drop it (quality applies to webm, webm-vp8 "
+                "and lossy webp)."
+            )
+        if not isinstance(quality, int) or not qspec.low <= quality <= qspec.high:
+            raise UsageError(
+                f"quality {quality!r} is out of range for {spec.name}: its {qspec.label} runs "
+                f"{qspec.low}–{qspec.high}, {qspec.better} is better (default {qspec.default})."
+            )
+        options[qspec.option] = str(quality)
+    elif spec.quality is not None and not (spec.lossless_option == "vp9" and lossless) and not is_lossless:
+        options[spec.quality.option] = str(spec.quality.default)
+
+    if not isinstance(loop, int) or loop < 0:
+        raise UsageError(f"loop {loop!r} must be 0 (forever) or a positive number of plays.")
+    if spec.loops:
+        if spec.codec == "apng":
+            muxer_options["plays"] = str(loop)
+        elif spec.codec == "libwebp_anim":
+            muxer_options["loop"] = str(loop)
+        elif spec.codec == "gif":  # the GIF muxer counts repeats after the first play; -1 = play once
+            muxer_options["loop"] = "0" if loop == 0 else str(loop - 1 if loop > 1 else -1)
+    elif loop != 0:
+        raise UsageError(
+            f"format {spec.name!r} has no loop count; drop it (loop applies to apng, webp and gif)."
+        )
+
+    for key, value in (codec_options or {}).items():
+        if not isinstance(key, str):
+            raise UsageError(f"codec option name {key!r} must be a string.")
+        options[key] = str(value)
+    return EncodePlan(spec, pix_fmt, options, muxer_options, chroma_420, is_lossless)
+
+
+def _configure_stream(stream: Any, plan: EncodePlan, width: int, height: int) -> None:
+    stream.width, stream.height, stream.pix_fmt = width, height, plan.pix_fmt
+    context = stream.codec_context
+    if plan.spec.codec in ("libvpx", "libvpx-vp9"):
+        context.thread_count = _encoder_threads()
+    elif plan.spec.codec != "gif":
+        context.thread_type = "AUTO"
+    if plan.pix_fmt.startswith("yuv"):
+        matrix = plan.spec.matrix or "bt601"
+        context.colorspace = _CS_BT709 if matrix == "bt709" else _CS_SMPTE170M
+        context.color_range = _RANGE_TV
+        context.color_primaries = _PRI_BT709
+        # sRGB input: tagged as sRGB for the web formats; editors expect BT.709 on ProRes.
+        context.color_trc = _TRC_BT709 if matrix == "bt709" else _TRC_SRGB
+
+
+def _to_av_frame(rgba_hwc_uint8: np.ndarray, plan: EncodePlan) -> av.VideoFrame:
+    """One straight RGBA frame → an av.VideoFrame in the encoder's pixel format, alpha bit-exact."""
+    if plan.pix_fmt.startswith("yuv"):
+        # Planar gbrap keeps alpha exact on the way to yuva (packed rgba shifts it, §2.3).
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgba_hwc_uint8), format="gbrap")
+        matrix = "itu709" if plan.spec.matrix == "bt709" else "itu601"
+        return frame.reformat(format=plan.pix_fmt, dst_colorspace=matrix, dst_color_range=_RANGE_TV)
+    if plan.pix_fmt == "gbrap":  # PyAV takes gbrap frames in R, G, B, A order
+        return av.VideoFrame.from_ndarray(np.ascontiguousarray(rgba_hwc_uint8), format="gbrap")
+    if plan.pix_fmt == "bgra":
+        return av.VideoFrame.from_ndarray(np.ascontiguousarray(rgba_hwc_uint8[..., [2, 1, 0, 3]]), "bgra")
+    return av.VideoFrame.from_ndarray(np.ascontiguousarray(rgba_hwc_uint8), format="rgba")
+
+
+class _GifPalette:
+    """One global 255-colour palette for a clip, plus index 255 for transparent pixels."""
+
+    TRANSPARENT_INDEX = 255
+
+    def __init__(self, rgba_fhwc_uint8: np.ndarray, sample_limit: int = 1 << 20) -> None:
+        opaque_n3 = rgba_fhwc_uint8[..., :3][rgba_fhwc_uint8[..., 3] >= 128]
+        if len(opaque_n3) == 0:
+            opaque_n3 = np.zeros((1, 3), np.uint8)
+        if len(opaque_n3) > sample_limit:
+            opaque_n3 = opaque_n3[:: math.ceil(len(opaque_n3) / sample_limit)]
+        sample = Image.fromarray(np.ascontiguousarray(opaque_n3[None]))
+        quantized = sample.quantize(colors=255, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+        colours_k3 = np.asarray(quantized.getpalette()[: 255 * 3], dtype=np.uint8).reshape(-1, 3)
+        used = max(1, len(colours_k3))
+        palette_rgb = np.empty((256, 3), np.uint8)
+        palette_rgb[:used] = colours_k3[:used]
+        palette_rgb[used:] = colours_k3[used - 1]  # duplicates of the last colour, never chosen uniquely
+        self.last_colour_index = used - 1
+        self.reference = Image.new("P", (1, 1))
+        self.reference.putpalette(palette_rgb.reshape(-1).tolist())
+        self.argb_256x4 = np.zeros((256, 4), np.uint8)  # PyAV's pal8 palette order: A, R, G, B
+        self.argb_256x4[:, 0] = 255
+        self.argb_256x4[:, 1:] = palette_rgb
+        self.argb_256x4[self.TRANSPARENT_INDEX] = 0
+
+    def frame(self, rgba_hwc_uint8: np.ndarray) -> av.VideoFrame:
+        rgb = Image.fromarray(np.ascontiguousarray(rgba_hwc_uint8[..., :3]))
+        index_hw = np.array(rgb.quantize(palette=self.reference, dither=Image.Dither.NONE), dtype=np.uint8)
+        index_hw[index_hw > self.last_colour_index] = self.last_colour_index
+        index_hw[rgba_hwc_uint8[..., 3] < 128] = self.TRANSPARENT_INDEX
+        return av.VideoFrame.from_ndarray((index_hw, self.argb_256x4), format="pal8")
+
+
+def encode_av(
+    temp: Path,
+    rgba_fhwc_uint8: np.ndarray,
+    fps: float,
+    plan: EncodePlan,
+    muxer: str,
+    progress: ProgressCallback | None,
+) -> None:
+    total, height, width = rgba_fhwc_uint8.shape[:3]
+    gif_palette = _GifPalette(rgba_fhwc_uint8) if plan.pix_fmt == "pal8" else None
+    with av.open(str(temp), "w", format=muxer, options=plan.muxer_options) as container:
+        stream = container.add_stream(plan.spec.codec, rate=fps_fraction(fps), options=plan.codec_options)
+        _configure_stream(stream, plan, width, height)
+        for index, rgba_hwc_uint8 in enumerate(rgba_fhwc_uint8):
+            if gif_palette is not None:
+                frame = gif_palette.frame(rgba_hwc_uint8)
+            else:
+                if plan.chroma_420:
+                    rgba_hwc_uint8 = alpha_ops.pad_color_under_transparent(rgba_hwc_uint8)
+                frame = _to_av_frame(rgba_hwc_uint8, plan)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+            if progress is not None:
+                progress(index + 1, total)
+        for packet in stream.encode(None):
+            container.mux(packet)
+
+
+def check_output(path: str | Path, *, format: str | None = None, overwrite: bool = False) -> FormatSpec:
+    """Resolve the output format and check that the target may be written, before any expensive work."""
+    spec = resolve_output_format(path, format)
+    target = Path(str(path).rstrip("/" + os.sep) or ".")
+    if spec.kind == "sequence":
+        check_sequence_output(target, overwrite)
+    else:
+        check_output_target(target, overwrite)
+    return spec
+
+
+def write_video(
+    path: str | Path,
+    rgba_fhwc_uint8: np.ndarray,
+    fps: float,
+    *,
+    format: str | None = None,
+    quality: int | None = None,
+    lossless: bool | None = None,
+    alpha_mode: AlphaMode = "straight",
+    loop: int = 0,
+    overwrite: bool = False,
+    progress: ProgressCallback | None = None,
+    codec_options: dict[str, str] | None = None,
+) -> VideoInfo:
+    """Write a straight-alpha RGBA clip with its alpha; returns the probe of the written file.
+
+    `format` is a name from `FORMATS` (default: chosen by the extension). `quality` is the CRF for
+    VP8/VP9 (lower is better) or the quality of lossy WebP (higher is better). `lossless` switches
+    VP9 (lossless YUVA) and WebP (lossless is its default). `alpha_mode="premultiplied"` multiplies
+    colour by alpha at this boundary, for consumers that expect it. `loop` is the play count of
+    animated images (0 = forever). The file appears only when complete; an existing one is replaced
+    only with `overwrite=True`. `progress(done, total)` is called after each frame.
+    """
+    # 1. Check the inputs and the target before doing any work.
+    validate_clip(rgba_fhwc_uint8, fps)
+    spec = resolve_output_format(path, format)
+    if alpha_mode not in ALPHA_MODES:
+        raise UsageError(f"alpha mode {alpha_mode!r} is unknown; use 'straight' or 'premultiplied'.")
+    plan = plan_encode(spec, quality, lossless, loop, codec_options)
+
+    # 2. Convert at the named boundary.
+    if alpha_mode == "premultiplied":
+        rgba_fhwc_uint8 = alpha_ops.premultiply_uint8(rgba_fhwc_uint8)
+        # Colour under alpha 0 is already 0, which is right for premultiplied consumers: no padding.
+        plan = replace(plan, chroma_420=False)
+    if spec.alpha == "1-bit":
+        alpha = rgba_fhwc_uint8[..., 3]
+        if np.any((alpha > 0) & (alpha < 255)):
+            logger.warning(
+                "GIF stores 1-bit alpha: soft edges (alpha 1–254) are thresholded at 128. Use webp, "
+                "apng or webm to keep them."
+            )
+
+    # 3. Encode into a temporary file (or directory) beside the target, then move it into place.
+    if spec.kind == "sequence":
+        written = write_sequence(path, rgba_fhwc_uint8, fps, overwrite, len(rgba_fhwc_uint8), progress)
+        return probe(written)
+    target = Path(path)
+    muxer = MUXER_FOR_EXTENSION[target.suffix.lower()]
+    with atomic_output(target, overwrite) as temp:
+        try:
+            encode_av(temp, rgba_fhwc_uint8, fps, plan, muxer, progress)
+        except av.FFmpegError as exc:
+            raise LayerAnimError(f"encoding {str(target)!r} as {spec.name} failed: {exc}.") from exc
+        except OSError as exc:
+            raise LayerAnimError(f"cannot write {str(target)!r}: {exc.strerror or exc}.") from exc
+    return probe(target)
