@@ -486,3 +486,77 @@ def test_animated_image_fps_survives(output: str, clip: np.ndarray, tmp_path: Pa
     info = video_io.write_video(tmp_path / output, clip[:4], 12)
     assert info.fps == pytest.approx(12.0)
     assert video_io.read_video(info.path).fps == pytest.approx(12.0)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Streaming writes: an iterable of chunks or frames gives the same file as the whole array.
+
+STREAM_LOSSLESS = ["clip.mkv", "clip.apng", "clip.webp", "frames"]
+STREAM_LOSSY = [("clip.webm", {}), ("clip.webm", {"format": "webm-vp8"}), ("clip.mov", {})]
+
+
+def _uneven_chunks(rgba_fhwc_uint8: np.ndarray):  # type: ignore[no-untyped-def]
+    """A generator of mixed items: a single (h, w, 4) frame, then chunks of 3 and of the rest."""
+    yield rgba_fhwc_uint8[0]
+    yield rgba_fhwc_uint8[1:4]
+    yield rgba_fhwc_uint8[4:]
+
+
+def _file_bytes(path: Path) -> bytes | dict[str, bytes]:
+    if path.is_dir():
+        return {p.name: p.read_bytes() for p in sorted(path.iterdir())}
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize("output", STREAM_LOSSLESS)
+def test_streaming_write_gives_the_same_bytes(output: str, clip: np.ndarray, tmp_path: Path) -> None:
+    whole = video_io.write_video(tmp_path / f"whole-{output}", clip, 24)
+    streamed = video_io.write_video(tmp_path / f"streamed-{output}", _uneven_chunks(clip), 24)
+    frames = video_io.write_video(tmp_path / f"frames-{output}", iter(list(clip)), 24)
+    assert _file_bytes(whole.path) == _file_bytes(streamed.path) == _file_bytes(frames.path)
+    assert streamed.to_dict() | {"path": ""} == whole.to_dict() | {"path": ""}
+
+
+@pytest.mark.parametrize(("output", "kwargs"), STREAM_LOSSY, ids=[f"{o}-{k}" for o, k in STREAM_LOSSY])
+def test_streaming_write_decodes_to_the_same_frames(
+    output: str, kwargs: dict[str, Any], clip: np.ndarray, tmp_path: Path
+) -> None:
+    whole = video_io.write_video(tmp_path / f"whole-{output}", clip, 24, **kwargs)
+    streamed = video_io.write_video(tmp_path / f"streamed-{output}", _uneven_chunks(clip), 24, **kwargs)
+    np.testing.assert_array_equal(
+        video_io.read_video(streamed.path).rgba_fhwc_uint8, video_io.read_video(whole.path).rgba_fhwc_uint8
+    )
+
+
+def test_streaming_write_encodes_frames_as_they_arrive(clip: np.ndarray, tmp_path: Path) -> None:
+    done: list[int] = []
+    seen_when_yielding: list[int] = []
+
+    def frames():  # type: ignore[no-untyped-def]
+        for rgba_hwc_uint8 in clip:
+            seen_when_yielding.append(len(done))
+            yield rgba_hwc_uint8
+
+    def on_progress(count: int, total: int) -> None:
+        done.append(count)
+        assert total == FRAMES  # frame_count gives the total for an iterable
+
+    video_io.write_video(tmp_path / "clip.mkv", frames(), 24, progress=on_progress, frame_count=FRAMES)
+    assert seen_when_yielding == list(range(FRAMES))  # frame k is asked for after k frames were encoded
+    assert done == list(range(1, FRAMES + 1))
+
+
+@pytest.mark.parametrize(
+    ("items", "message"),
+    [
+        ([], "no frame"),
+        ([np.zeros((8, 8, 4), np.uint8), np.zeros((8, 9, 4), np.uint8)], "same size"),
+        ([np.zeros((8, 8, 3), np.uint8)], "frames item 0"),
+        ([np.zeros((8, 8, 4), np.float32)], "uint8"),
+        (["not a frame"], "numpy array"),
+    ],
+)
+def test_streaming_bad_items_are_usage_errors(items: list[Any], message: str, tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match=message):
+        video_io.write_video(tmp_path / "clip.webm", iter(items), 24)
+    assert list(tmp_path.iterdir()) == []

@@ -12,7 +12,15 @@ from layeranim import alpha as alpha_ops
 from layeranim.errors import LayerAnimError
 from layeranim.video_io.atomic import atomic_output
 from layeranim.video_io.formats import FORMATS_BY_NAME, PATTERN_RE, FormatSpec
-from layeranim.video_io.write import EncodePlan, encode_av, plan_encode, validate_clip
+from layeranim.video_io.write import (
+    EncodePlan,
+    FrameSource,
+    encode_av,
+    iter_chunks,
+    plan_encode,
+    validate_clip,
+    validate_fps,
+)
 
 
 def h264_available() -> bool:
@@ -59,29 +67,41 @@ _PREVIEW_MP4 = FormatSpec(
 
 
 def write_preview(
-    output: str | Path, rgba_fhwc_uint8: np.ndarray, fps: float, *, overwrite: bool = False
+    output: str | Path, rgba_fhwc_uint8: FrameSource, fps: float, *, overwrite: bool = False
 ) -> Path:
-    """Write an opaque checkerboard-composited preview beside `output` (MP4 H.264, else GIF); its path."""
-    validate_clip(rgba_fhwc_uint8, fps)
+    """Write an opaque checkerboard-composited preview beside `output` (MP4 H.264, else GIF); its path.
+
+    `rgba_fhwc_uint8` is an array or an iterable of chunks/frames, as for `write_video`.
+    """
+    if isinstance(rgba_fhwc_uint8, np.ndarray):
+        validate_clip(rgba_fhwc_uint8, fps)
+    else:
+        validate_fps(fps)
     path = preview_path(output)
-    rgb_fhwc_uint8 = alpha_ops.composite_over_checkerboard(rgba_fhwc_uint8)
-    opaque_fhwc_uint8 = np.concatenate(
-        [rgb_fhwc_uint8, np.full((*rgb_fhwc_uint8.shape[:-1], 1), 255, np.uint8)], axis=-1
-    )
     if path.suffix == ".gif":
         plan = plan_encode(FORMATS_BY_NAME["gif"], None, None, 0, None)
         muxer = "gif"
     else:
-        # H.264 4:2:0 needs even sizes: repeat the last row/column when odd.
+        plan = EncodePlan(_PREVIEW_MP4, "yuv420p", {"crf": "20", "preset": "veryfast"}, {}, False, False)
+        muxer = "mp4"
+    chunks = (_opaque(chunk, even=muxer == "mp4") for chunk in iter_chunks(rgba_fhwc_uint8))
+    with atomic_output(path, overwrite) as temp:
+        try:
+            encode_av(temp, chunks, fps, plan, muxer, 0, None)
+        except av.FFmpegError as exc:
+            raise LayerAnimError(f"writing the preview {str(path)!r} failed: {exc}.") from exc
+    return path
+
+
+def _opaque(rgba_fhwc_uint8: np.ndarray, even: bool) -> np.ndarray:
+    """Straight RGBA over the checkerboard, alpha 255; `even` repeats the last row/column to even sizes."""
+    rgb_fhwc_uint8 = alpha_ops.composite_over_checkerboard(rgba_fhwc_uint8)
+    opaque_fhwc_uint8 = np.concatenate(
+        [rgb_fhwc_uint8, np.full((*rgb_fhwc_uint8.shape[:-1], 1), 255, np.uint8)], axis=-1
+    )
+    if even:  # H.264 4:2:0 needs even sizes
         height, width = opaque_fhwc_uint8.shape[1:3]
         opaque_fhwc_uint8 = np.pad(
             opaque_fhwc_uint8, ((0, 0), (0, height % 2), (0, width % 2), (0, 0)), mode="edge"
         )
-        plan = EncodePlan(_PREVIEW_MP4, "yuv420p", {"crf": "20", "preset": "veryfast"}, {}, False, False)
-        muxer = "mp4"
-    with atomic_output(path, overwrite) as temp:
-        try:
-            encode_av(temp, opaque_fhwc_uint8, fps, plan, muxer, None)
-        except av.FFmpegError as exc:
-            raise LayerAnimError(f"writing the preview {str(path)!r} failed: {exc}.") from exc
-    return path
+    return opaque_fhwc_uint8

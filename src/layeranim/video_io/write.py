@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
@@ -45,7 +46,35 @@ _TRC_BT709, _TRC_SRGB = 1, 13
 _RANGE_TV = 1
 
 
+FrameSource = np.ndarray | Iterable[np.ndarray]
+"""A clip to write: one (f, h, w, 4) array, or an iterable of such chunks and/or single (h, w, 4) frames."""
+
+_CHUNK_PIXELS = 1 << 21  # frames per internal chunk of an array: about 2 Mpixel (8 frames at 512²)
+
+
+def validate_fps(fps: float) -> None:
+    if not (isinstance(fps, int | float) and math.isfinite(fps) and fps > 0):
+        raise UsageError(f"fps {fps!r} must be a positive number (e.g. 24).")
+
+
+def _check_chunk(chunk: Any, name: str) -> np.ndarray:
+    """A frame (h, w, 4) or chunk (f, h, w, 4) of uint8 straight RGBA → (f, h, w, 4); UsageError otherwise."""
+    if not isinstance(chunk, np.ndarray):
+        raise UsageError(f"{name} must be a numpy array, got {type(chunk).__name__}.")
+    if chunk.ndim == 3:
+        chunk = chunk[None]
+    if chunk.dtype != np.uint8 or chunk.ndim != 4 or chunk.shape[-1] != 4:
+        raise UsageError(
+            f"{name} must be uint8 (frames, height, width, 4) or (height, width, 4) straight RGBA, got "
+            f"{chunk.dtype} {tuple(chunk.shape)}."
+        )
+    if min(chunk.shape[1:3]) < 1:
+        raise UsageError(f"{name} must hold frames of at least 1x1 pixels, got {tuple(chunk.shape)}.")
+    return chunk
+
+
 def validate_clip(rgba_fhwc_uint8: np.ndarray, fps: float) -> None:
+    """Check a whole clip given as one array (and its fps) before any work."""
     if not isinstance(rgba_fhwc_uint8, np.ndarray):
         raise UsageError(f"frames must be a numpy array, got {type(rgba_fhwc_uint8).__name__}.")
     if rgba_fhwc_uint8.dtype != np.uint8 or rgba_fhwc_uint8.ndim != 4 or rgba_fhwc_uint8.shape[-1] != 4:
@@ -55,8 +84,40 @@ def validate_clip(rgba_fhwc_uint8: np.ndarray, fps: float) -> None:
         )
     if min(rgba_fhwc_uint8.shape[:3]) < 1:
         raise UsageError(f"frames must hold at least one 1x1 frame, got {tuple(rgba_fhwc_uint8.shape)}.")
-    if not (isinstance(fps, int | float) and math.isfinite(fps) and fps > 0):
-        raise UsageError(f"fps {fps!r} must be a positive number (e.g. 24).")
+    validate_fps(fps)
+
+
+def iter_chunks(frames: FrameSource) -> Iterator[np.ndarray]:
+    """The clip as (f, h, w, 4) uint8 chunks, each checked as it arrives; all frames the same size.
+
+    An array is cut into chunks of about `_CHUNK_PIXELS`; an iterable's items are passed on as they come,
+    so a generator is never held whole. Raises UsageError for a bad item or an empty clip.
+    """
+    if isinstance(frames, np.ndarray):
+        step = max(1, _CHUNK_PIXELS // max(1, frames.shape[1] * frames.shape[2]))
+        for begin in range(0, len(frames), step):
+            yield frames[begin : begin + step]
+        return
+    if isinstance(frames, str | bytes) or not isinstance(frames, Iterable):
+        raise UsageError(
+            f"frames must be a numpy array or an iterable of RGBA frames, got {type(frames).__name__}."
+        )
+    size: tuple[int, int] | None = None
+    count = 0
+    for index, item in enumerate(frames):
+        chunk = _check_chunk(item, f"frames item {index}")
+        if size is None:
+            size = chunk.shape[1:3]
+        elif chunk.shape[1:3] != size:
+            raise UsageError(
+                f"frames item {index} is {chunk.shape[2]}x{chunk.shape[1]} but the clip is "
+                f"{size[1]}x{size[0]}; every frame must have the same size."
+            )
+        count += len(chunk)
+        if len(chunk):
+            yield chunk
+    if count == 0:
+        raise UsageError("frames held no frame; give at least one (height, width, 4) RGBA frame.")
 
 
 def fps_fraction(fps: float) -> Fraction:
@@ -92,7 +153,8 @@ def plan_encode(
 ) -> EncodePlan:
     """Turn the caller's quality/lossless/loop into encoder and muxer options, refusing what cannot apply."""
     options = dict(spec.codec_options)
-    muxer_options: dict[str, str] = {}
+    # Reproducible files: no random segment/track UIDs, no date, no library version in the header.
+    muxer_options: dict[str, str] = {"fflags": "+bitexact"}
     pix_fmt = spec.pix_fmt
     chroma_420 = spec.chroma_420
     is_lossless = spec.lossless
@@ -227,30 +289,48 @@ class _GifPalette:
 
 def encode_av(
     temp: Path,
-    rgba_fhwc_uint8: np.ndarray,
+    chunks: Iterable[np.ndarray],
     fps: float,
     plan: EncodePlan,
     muxer: str,
+    total: int,
     progress: ProgressCallback | None,
-) -> None:
-    total, height, width = rgba_fhwc_uint8.shape[:3]
-    gif_palette = _GifPalette(rgba_fhwc_uint8) if plan.pix_fmt == "pal8" else None
+) -> int:
+    """Encode (f, h, w, 4) chunks as they come into `temp`; the stream is sized by the first chunk.
+
+    Returns the number of frames written. `progress(done, total)` after each frame.
+    """
+    if plan.pix_fmt == "pal8":  # one palette for the whole clip: GIF needs every frame first
+        whole = np.concatenate(list(chunks))
+        gif_palette: _GifPalette | None = _GifPalette(whole)
+        chunks = [whole]
+    else:
+        gif_palette = None
+    done = 0
     with av.open(str(temp), "w", format=muxer, options=plan.muxer_options) as container:
-        stream = container.add_stream(plan.spec.codec, rate=fps_fraction(fps), options=plan.codec_options)
-        _configure_stream(stream, plan, width, height)
-        for index, rgba_hwc_uint8 in enumerate(rgba_fhwc_uint8):
-            if gif_palette is not None:
-                frame = gif_palette.frame(rgba_hwc_uint8)
-            else:
-                if plan.chroma_420:
-                    rgba_hwc_uint8 = alpha_ops.pad_color_under_transparent(rgba_hwc_uint8)
-                frame = _to_av_frame(rgba_hwc_uint8, plan)
-            for packet in stream.encode(frame):
+        stream = None
+        for chunk in chunks:
+            if stream is None:
+                stream = container.add_stream(
+                    plan.spec.codec, rate=fps_fraction(fps), options=plan.codec_options
+                )
+                _configure_stream(stream, plan, width=chunk.shape[2], height=chunk.shape[1])
+            if plan.chroma_420:
+                chunk = alpha_ops.pad_color_under_transparent(chunk)
+            for rgba_hwc_uint8 in chunk:
+                if gif_palette is not None:
+                    frame = gif_palette.frame(rgba_hwc_uint8)
+                else:
+                    frame = _to_av_frame(rgba_hwc_uint8, plan)
+                for packet in stream.encode(frame):
+                    container.mux(packet)
+                done += 1
+                if progress is not None:
+                    progress(done, total)
+        if stream is not None:
+            for packet in stream.encode(None):
                 container.mux(packet)
-            if progress is not None:
-                progress(index + 1, total)
-        for packet in stream.encode(None):
-            container.mux(packet)
+    return done
 
 
 def check_output(path: str | Path, *, format: str | None = None, overwrite: bool = False) -> FormatSpec:
@@ -266,7 +346,7 @@ def check_output(path: str | Path, *, format: str | None = None, overwrite: bool
 
 def write_video(
     path: str | Path,
-    rgba_fhwc_uint8: np.ndarray,
+    rgba_fhwc_uint8: FrameSource,
     fps: float,
     *,
     format: str | None = None,
@@ -277,47 +357,69 @@ def write_video(
     overwrite: bool = False,
     progress: ProgressCallback | None = None,
     codec_options: dict[str, str] | None = None,
+    frame_count: int | None = None,
 ) -> VideoInfo:
     """Write a straight-alpha RGBA clip with its alpha; returns the probe of the written file.
+
+    `rgba_fhwc_uint8` is one (f, h, w, 4) uint8 array, or an iterable (a generator, say) of such
+    chunks or of single (h, w, 4) frames: those are encoded as they arrive and never held whole (except
+    for GIF, whose one palette needs every frame first). Both give the same file.
 
     `format` is a name from `FORMATS` (default: chosen by the extension). `quality` is the CRF for
     VP8/VP9 (lower is better) or the quality of lossy WebP (higher is better). `lossless` switches
     VP9 (lossless YUVA) and WebP (lossless is its default). `alpha_mode="premultiplied"` multiplies
     colour by alpha at this boundary, for consumers that expect it. `loop` is the play count of
     animated images (0 = forever). The file appears only when complete; an existing one is replaced
-    only with `overwrite=True`. `progress(done, total)` is called after each frame.
+    only with `overwrite=True`. `progress(done, total)` is called after each frame; `total` is the
+    array's length, or `frame_count` for an iterable (0 when not given).
     """
     # 1. Check the inputs and the target before doing any work.
-    validate_clip(rgba_fhwc_uint8, fps)
+    if isinstance(rgba_fhwc_uint8, np.ndarray):
+        validate_clip(rgba_fhwc_uint8, fps)
+        total = len(rgba_fhwc_uint8)
+    else:
+        validate_fps(fps)
+        total = frame_count or 0
+    if frame_count is not None and (not isinstance(frame_count, int) or frame_count < 0):
+        raise UsageError(f"frame_count {frame_count!r} must be the number of frames the iterable yields.")
     spec = resolve_output_format(path, format)
     if alpha_mode not in ALPHA_MODES:
         raise UsageError(f"alpha mode {alpha_mode!r} is unknown; use 'straight' or 'premultiplied'.")
     plan = plan_encode(spec, quality, lossless, loop, codec_options)
-
-    # 2. Convert at the named boundary.
     if alpha_mode == "premultiplied":
-        rgba_fhwc_uint8 = alpha_ops.premultiply_uint8(rgba_fhwc_uint8)
-        # Colour under alpha 0 is already 0, which is right for premultiplied consumers: no padding.
+        # Colour under alpha 0 becomes 0, which is right for premultiplied consumers: no padding.
         plan = replace(plan, chroma_420=False)
-    if spec.alpha == "1-bit":
-        alpha = rgba_fhwc_uint8[..., 3]
-        if np.any((alpha > 0) & (alpha < 255)):
-            logger.warning(
-                "GIF stores 1-bit alpha: soft edges (alpha 1–254) are thresholded at 128. Use webp, "
-                "apng or webm to keep them."
-            )
+    chunks = _converted(iter_chunks(rgba_fhwc_uint8), spec, alpha_mode)
 
-    # 3. Encode into a temporary file (or directory) beside the target, then move it into place.
+    # 2. Encode into a temporary file (or directory) beside the target, then move it into place.
     if spec.kind == "sequence":
-        written = write_sequence(path, rgba_fhwc_uint8, fps, overwrite, len(rgba_fhwc_uint8), progress)
+        frames = (rgba_hwc_uint8 for chunk in chunks for rgba_hwc_uint8 in chunk)
+        written = write_sequence(path, frames, fps, overwrite, total, progress)
         return probe(written)
     target = Path(path)
     muxer = MUXER_FOR_EXTENSION[target.suffix.lower()]
     with atomic_output(target, overwrite) as temp:
         try:
-            encode_av(temp, rgba_fhwc_uint8, fps, plan, muxer, progress)
+            encode_av(temp, chunks, fps, plan, muxer, total, progress)
         except av.FFmpegError as exc:
             raise LayerAnimError(f"encoding {str(target)!r} as {spec.name} failed: {exc}.") from exc
         except OSError as exc:
             raise LayerAnimError(f"cannot write {str(target)!r}: {exc.strerror or exc}.") from exc
     return probe(target)
+
+
+def _converted(chunks: Iterator[np.ndarray], spec: FormatSpec, alpha_mode: AlphaMode) -> Iterator[np.ndarray]:
+    """Apply the named straight → premultiplied boundary per chunk; warn once where GIF drops soft alpha."""
+    warned = False
+    for chunk in chunks:
+        if alpha_mode == "premultiplied":
+            chunk = alpha_ops.premultiply_uint8(chunk)
+        if spec.alpha == "1-bit" and not warned:
+            alpha = chunk[..., 3]
+            if np.any((alpha > 0) & (alpha < 255)):
+                logger.warning(
+                    "GIF stores 1-bit alpha: soft edges (alpha 1–254) are thresholded at 128. Use webp, "
+                    "apng or webm to keep them."
+                )
+                warned = True
+        yield chunk
