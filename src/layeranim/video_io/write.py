@@ -21,6 +21,7 @@ from typing import Any
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 from PIL import Image
 
 from layeranim import alpha as alpha_ops
@@ -50,6 +51,7 @@ FrameSource = np.ndarray | Iterable[np.ndarray]
 """A clip to write: one (f, h, w, 4) array, or an iterable of such chunks and/or single (h, w, 4) frames."""
 
 _CHUNK_PIXELS = 1 << 21  # frames per internal chunk of an array: about 2 Mpixel (8 frames at 512²)
+_PAD_PIXELS = 1 << 18  # colour padding runs on groups this size: the pyramid stays in the CPU cache
 
 
 def validate_fps(fps: float) -> None:
@@ -239,18 +241,40 @@ def _configure_stream(stream: Any, plan: EncodePlan, width: int, height: int) ->
         context.color_trc = _TRC_BT709 if matrix == "bt709" else _TRC_SRGB
 
 
-def _to_av_frame(rgba_hwc_uint8: np.ndarray, plan: EncodePlan) -> av.VideoFrame:
-    """One straight RGBA frame → an av.VideoFrame in the encoder's pixel format, alpha bit-exact."""
-    if plan.pix_fmt.startswith("yuv"):
-        # Planar gbrap keeps alpha exact on the way to yuva (packed rgba shifts it, §2.3).
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgba_hwc_uint8), format="gbrap")
-        matrix = "itu709" if plan.spec.matrix == "bt709" else "itu601"
-        return frame.reformat(format=plan.pix_fmt, dst_colorspace=matrix, dst_color_range=_RANGE_TV)
-    if plan.pix_fmt == "gbrap":  # PyAV takes gbrap frames in R, G, B, A order
-        return av.VideoFrame.from_ndarray(np.ascontiguousarray(rgba_hwc_uint8), format="gbrap")
-    if plan.pix_fmt == "bgra":
-        return av.VideoFrame.from_ndarray(np.ascontiguousarray(rgba_hwc_uint8[..., [2, 1, 0, 3]]), "bgra")
-    return av.VideoFrame.from_ndarray(np.ascontiguousarray(rgba_hwc_uint8), format="rgba")
+class _FrameMaker:
+    """Straight RGBA frames → av.VideoFrames in the encoder's pixel format, alpha bit-exact.
+
+    One swscale context serves the whole clip (building one per frame costs more than converting).
+    """
+
+    def __init__(self, plan: EncodePlan) -> None:
+        self.pix_fmt = plan.pix_fmt
+        self.matrix = "itu709" if plan.spec.matrix == "bt709" else "itu601"
+        self.reformatter = VideoReformatter()
+
+    def __call__(self, rgba_hwc_uint8: np.ndarray) -> av.VideoFrame:
+        rgba_hwc_uint8 = np.ascontiguousarray(rgba_hwc_uint8)
+        if self.pix_fmt in ("yuva420p", "yuva444p"):
+            # Packed RGBA is the fast way in; swscale shifts its alpha by up to one level on the way to
+            # yuva (FFmpeg 8.1), so the alpha plane is then overwritten with the exact source alpha.
+            frame = av.VideoFrame.from_ndarray(rgba_hwc_uint8, format="rgba")
+            yuva = self._reformat(frame)
+            plane = yuva.planes[3]
+            rows = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)
+            rows[:, : plane.width] = rgba_hwc_uint8[..., 3]
+            return yuva
+        if self.pix_fmt.startswith("yuv"):  # 10-bit ProRes: planar gbrap scales alpha exactly to 10 bits
+            return self._reformat(av.VideoFrame.from_ndarray(rgba_hwc_uint8, format="gbrap"))
+        if self.pix_fmt == "gbrap":  # PyAV takes gbrap frames in R, G, B, A order
+            return av.VideoFrame.from_ndarray(rgba_hwc_uint8, format="gbrap")
+        if self.pix_fmt == "bgra":
+            return av.VideoFrame.from_ndarray(np.ascontiguousarray(rgba_hwc_uint8[..., [2, 1, 0, 3]]), "bgra")
+        return av.VideoFrame.from_ndarray(rgba_hwc_uint8, format="rgba")
+
+    def _reformat(self, frame: av.VideoFrame) -> av.VideoFrame:
+        return self.reformatter.reformat(
+            frame, format=self.pix_fmt, dst_colorspace=self.matrix, dst_color_range=_RANGE_TV
+        )
 
 
 class _GifPalette:
@@ -287,6 +311,16 @@ class _GifPalette:
         return av.VideoFrame.from_ndarray((index_hw, self.argb_256x4), format="pal8")
 
 
+def _groups(chunk_fhwc: np.ndarray, pixels: int | None) -> Iterator[np.ndarray]:
+    """The chunk in groups of frames of about `pixels` pixels (at least one frame); whole when None."""
+    if pixels is None:
+        yield chunk_fhwc
+        return
+    step = max(1, pixels // (chunk_fhwc.shape[1] * chunk_fhwc.shape[2]))
+    for begin in range(0, len(chunk_fhwc), step):
+        yield chunk_fhwc[begin : begin + step]
+
+
 def encode_av(
     temp: Path,
     chunks: Iterable[np.ndarray],
@@ -306,6 +340,7 @@ def encode_av(
         chunks = [whole]
     else:
         gif_palette = None
+    make_frame = _FrameMaker(plan)
     done = 0
     with av.open(str(temp), "w", format=muxer, options=plan.muxer_options) as container:
         stream = None
@@ -315,18 +350,19 @@ def encode_av(
                     plan.spec.codec, rate=fps_fraction(fps), options=plan.codec_options
                 )
                 _configure_stream(stream, plan, width=chunk.shape[2], height=chunk.shape[1])
-            if plan.chroma_420:
-                chunk = alpha_ops.pad_color_under_transparent(chunk)
-            for rgba_hwc_uint8 in chunk:
-                if gif_palette is not None:
-                    frame = gif_palette.frame(rgba_hwc_uint8)
-                else:
-                    frame = _to_av_frame(rgba_hwc_uint8, plan)
-                for packet in stream.encode(frame):
-                    container.mux(packet)
-                done += 1
-                if progress is not None:
-                    progress(done, total)
+            for group in _groups(chunk, _PAD_PIXELS if plan.chroma_420 else None):
+                if plan.chroma_420:
+                    group = alpha_ops.pad_color_under_transparent(group)
+                for rgba_hwc_uint8 in group:
+                    if gif_palette is not None:
+                        frame = gif_palette.frame(rgba_hwc_uint8)
+                    else:
+                        frame = make_frame(rgba_hwc_uint8)
+                    for packet in stream.encode(frame):
+                        container.mux(packet)
+                    done += 1
+                    if progress is not None:
+                        progress(done, total)
         if stream is not None:
             for packet in stream.encode(None):
                 container.mux(packet)
