@@ -120,7 +120,9 @@ def test_gif_thresholds_alpha_and_warns_once(
     np.testing.assert_array_equal(decoded[..., 3], np.where(clip[..., 3] >= 128, 255, 0))
     kept = clip[..., 3] >= 128
     colour_error = np.abs(decoded[..., :3].astype(int) - clip[..., :3])[kept]
-    assert colour_error.mean() <= 8 and colour_error.max() <= 48  # one 255-colour palette for the clip
+    # One 255-colour palette for the clip, from palettegen: it minimises perceptual (OkLab) error, so its
+    # worst channel error here is 61 (Pillow's median cut: 33) while the mean drops from 5.6 to 5.3.
+    assert colour_error.mean() <= 8 and colour_error.max() <= 64
     bar_alpha = clip[:, BAR_ROWS, :, 3]
     bar_rgb = decoded[:, BAR_ROWS, :, :3].astype(int)[bar_alpha >= 128]
     assert np.abs(bar_rgb - ORANGE).max() <= 24
@@ -559,4 +561,57 @@ def test_streaming_write_encodes_frames_as_they_arrive(clip: np.ndarray, tmp_pat
 def test_streaming_bad_items_are_usage_errors(items: list[Any], message: str, tmp_path: Path) -> None:
     with pytest.raises(UsageError, match=message):
         video_io.write_video(tmp_path / "clip.webm", iter(items), 24)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_gif_streamed_gives_the_same_bytes(clip: np.ndarray, tmp_path: Path) -> None:
+    whole = video_io.write_video(tmp_path / "whole.gif", clip, 24)
+    streamed = video_io.write_video(tmp_path / "streamed.gif", _uneven_chunks(clip), 24)
+    assert whole.path.read_bytes() == streamed.path.read_bytes()
+
+
+# ---------------------------------------------------------------------------------------------------
+# GIF options: alpha threshold and dithering (palettegen / paletteuse).
+
+
+@pytest.mark.parametrize("threshold", [1, 64, 200])
+def test_gif_alpha_threshold(threshold: int, clip: np.ndarray, tmp_path: Path) -> None:
+    info = video_io.write_video(tmp_path / "clip.gif", clip, 24, alpha_threshold=threshold)
+    decoded = video_io.read_video(info.path).rgba_fhwc_uint8
+    np.testing.assert_array_equal(decoded[..., 3], np.where(clip[..., 3] >= threshold, 255, 0))
+
+
+@pytest.mark.parametrize("dither", ["none", "bayer", "bayer:4", "sierra2_4a", "floyd_steinberg"])
+def test_gif_dithers_keep_transparency_and_colour(dither: str, clip: np.ndarray, tmp_path: Path) -> None:
+    info = video_io.write_video(tmp_path / "clip.gif", clip, 24, dither=dither)
+    decoded = video_io.read_video(info.path).rgba_fhwc_uint8
+    kept = clip[..., 3] >= 128
+    np.testing.assert_array_equal(decoded[..., 3] == 255, kept)
+    # Dithering trades per-pixel error for a closer local average: compare 4x4-block means.
+    blocks = (slice(None), slice(0, HEIGHT // 4 * 4), slice(0, WIDTH // 4 * 4))
+    opaque = clip[..., 3] == 255
+    for rgba in (decoded, clip):
+        rgba[..., :3][~opaque] = 0
+    src_mean = clip[blocks][..., :3].reshape(FRAMES, HEIGHT // 4, 4, WIDTH // 4, 4, 3).mean(axis=(2, 4))
+    out_mean = decoded[blocks][..., :3].reshape(FRAMES, HEIGHT // 4, 4, WIDTH // 4, 4, 3).mean(axis=(2, 4))
+    assert np.abs(out_mean - src_mean).mean() <= 4
+
+
+@pytest.mark.parametrize(
+    ("output", "kwargs", "message"),
+    [
+        ("clip.gif", {"dither": "wobbly"}, "dither 'wobbly' is unknown"),
+        ("clip.gif", {"dither": "bayer:9"}, "Bayer scale must be 0–5"),
+        ("clip.gif", {"dither": "none:2"}, "only bayer takes a scale"),
+        ("clip.gif", {"alpha_threshold": 0}, "alpha_threshold 0"),
+        ("clip.gif", {"alpha_threshold": 256}, "alpha_threshold 256"),
+        ("clip.webm", {"dither": "bayer"}, "GIF only"),
+        ("clip.apng", {"alpha_threshold": 64}, "GIF only"),
+    ],
+)
+def test_gif_option_errors(
+    output: str, kwargs: dict[str, Any], message: str, clip: np.ndarray, tmp_path: Path
+) -> None:
+    with pytest.raises(UsageError, match=message):
+        video_io.write_video(tmp_path / output, clip, 24, **kwargs)
     assert list(tmp_path.iterdir()) == []

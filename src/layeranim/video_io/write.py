@@ -22,7 +22,6 @@ from typing import Any
 import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
-from PIL import Image
 
 from layeranim import alpha as alpha_ops
 from layeranim.errors import LayerAnimError, UsageError
@@ -34,6 +33,12 @@ from layeranim.video_io.formats import (
     FormatSpec,
     ProgressCallback,
     resolve_output_format,
+)
+from layeranim.video_io.gif import (
+    DEFAULT_GIF_ALPHA_THRESHOLD,
+    DEFAULT_GIF_DITHER,
+    check_gif_options,
+    gif_frames,
 )
 from layeranim.video_io.read import VideoInfo, probe
 from layeranim.video_io.sequences import check_sequence_output, write_sequence
@@ -137,6 +142,15 @@ def _encoder_threads() -> int:
 
 
 @dataclass(frozen=True)
+class GifOptions:
+    """How GIF maps RGBA to its palette: alpha below the threshold is transparent; the dithering."""
+
+    alpha_threshold: int = DEFAULT_GIF_ALPHA_THRESHOLD
+    dither: str = DEFAULT_GIF_DITHER
+    bayer_scale: int = 2
+
+
+@dataclass(frozen=True)
 class EncodePlan:
     spec: FormatSpec
     pix_fmt: str
@@ -144,6 +158,28 @@ class EncodePlan:
     muxer_options: dict[str, str]
     chroma_420: bool
     lossless: bool
+    gif: GifOptions | None = None  # set for GIF: frames go through palettegen/paletteuse
+
+
+def _gif_options(spec: FormatSpec, alpha_threshold: int | None, dither: str | None) -> GifOptions | None:
+    """GIF's options from `alpha_threshold` and `dither` (a name, or `bayer:N` with a Bayer scale N)."""
+    if spec.alpha != "1-bit":
+        if alpha_threshold is not None or dither is not None:
+            given = "alpha_threshold" if alpha_threshold is not None else "dither"
+            raise UsageError(f"{given} applies to GIF only (format {spec.name!r} keeps full alpha); drop it.")
+        return None
+    name, _, scale = (dither or DEFAULT_GIF_DITHER).partition(":")
+    if scale and (name != "bayer" or not scale.isdigit()):
+        raise UsageError(
+            f"dither {dither!r}: only bayer takes a scale, as bayer:N with N 0–5 (e.g. bayer:3)."
+        )
+    options = GifOptions(
+        DEFAULT_GIF_ALPHA_THRESHOLD if alpha_threshold is None else alpha_threshold,
+        name,
+        int(scale) if scale else 2,
+    )
+    check_gif_options(options.alpha_threshold, options.dither, options.bayer_scale)
+    return options
 
 
 def plan_encode(
@@ -152,6 +188,9 @@ def plan_encode(
     lossless: bool | None,
     loop: int,
     codec_options: dict[str, str] | None,
+    *,
+    alpha_threshold: int | None = None,
+    dither: str | None = None,
 ) -> EncodePlan:
     """Turn the caller's quality/lossless/loop into encoder and muxer options, refusing what cannot apply."""
     options = dict(spec.codec_options)
@@ -222,7 +261,8 @@ def plan_encode(
         if not isinstance(key, str):
             raise UsageError(f"codec option name {key!r} must be a string.")
         options[key] = str(value)
-    return EncodePlan(spec, pix_fmt, options, muxer_options, chroma_420, is_lossless)
+    gif = _gif_options(spec, alpha_threshold, dither)
+    return EncodePlan(spec, pix_fmt, options, muxer_options, chroma_420, is_lossless, gif)
 
 
 def _configure_stream(stream: Any, plan: EncodePlan, width: int, height: int) -> None:
@@ -277,40 +317,6 @@ class _FrameMaker:
         )
 
 
-class _GifPalette:
-    """One global 255-colour palette for a clip, plus index 255 for transparent pixels."""
-
-    TRANSPARENT_INDEX = 255
-
-    def __init__(self, rgba_fhwc_uint8: np.ndarray, sample_limit: int = 1 << 20) -> None:
-        opaque_n3 = rgba_fhwc_uint8[..., :3][rgba_fhwc_uint8[..., 3] >= 128]
-        if len(opaque_n3) == 0:
-            opaque_n3 = np.zeros((1, 3), np.uint8)
-        if len(opaque_n3) > sample_limit:
-            opaque_n3 = opaque_n3[:: math.ceil(len(opaque_n3) / sample_limit)]
-        sample = Image.fromarray(np.ascontiguousarray(opaque_n3[None]))
-        quantized = sample.quantize(colors=255, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
-        colours_k3 = np.asarray(quantized.getpalette()[: 255 * 3], dtype=np.uint8).reshape(-1, 3)
-        used = max(1, len(colours_k3))
-        palette_rgb = np.empty((256, 3), np.uint8)
-        palette_rgb[:used] = colours_k3[:used]
-        palette_rgb[used:] = colours_k3[used - 1]  # duplicates of the last colour, never chosen uniquely
-        self.last_colour_index = used - 1
-        self.reference = Image.new("P", (1, 1))
-        self.reference.putpalette(palette_rgb.reshape(-1).tolist())
-        self.argb_256x4 = np.zeros((256, 4), np.uint8)  # PyAV's pal8 palette order: A, R, G, B
-        self.argb_256x4[:, 0] = 255
-        self.argb_256x4[:, 1:] = palette_rgb
-        self.argb_256x4[self.TRANSPARENT_INDEX] = 0
-
-    def frame(self, rgba_hwc_uint8: np.ndarray) -> av.VideoFrame:
-        rgb = Image.fromarray(np.ascontiguousarray(rgba_hwc_uint8[..., :3]))
-        index_hw = np.array(rgb.quantize(palette=self.reference, dither=Image.Dither.NONE), dtype=np.uint8)
-        index_hw[index_hw > self.last_colour_index] = self.last_colour_index
-        index_hw[rgba_hwc_uint8[..., 3] < 128] = self.TRANSPARENT_INDEX
-        return av.VideoFrame.from_ndarray((index_hw, self.argb_256x4), format="pal8")
-
-
 def _groups(chunk_fhwc: np.ndarray, pixels: int | None) -> Iterator[np.ndarray]:
     """The chunk in groups of frames of about `pixels` pixels (at least one frame); whole when None."""
     if pixels is None:
@@ -334,12 +340,31 @@ def encode_av(
 
     Returns the number of frames written. `progress(done, total)` after each frame.
     """
-    if plan.pix_fmt == "pal8":  # one palette for the whole clip: GIF needs every frame first
+    if plan.gif is not None:  # one palette for the whole clip: GIF needs every frame first
         whole = np.concatenate(list(chunks))
-        gif_palette: _GifPalette | None = _GifPalette(whole)
-        chunks = [whole]
-    else:
-        gif_palette = None
+        frames: Iterator[av.VideoFrame] = gif_frames(
+            whole,
+            1 / fps_fraction(fps),
+            alpha_threshold=plan.gif.alpha_threshold,
+            dither=plan.gif.dither,
+            bayer_scale=plan.gif.bayer_scale,
+        )
+        # The first frame only sizes the stream; the frames come ready from the filter graph.
+        return _mux(temp, [whole[:1]], fps, plan, muxer, total, progress, frames)
+    return _mux(temp, chunks, fps, plan, muxer, total, progress, None)
+
+
+def _mux(
+    temp: Path,
+    chunks: Iterable[np.ndarray],
+    fps: float,
+    plan: EncodePlan,
+    muxer: str,
+    total: int,
+    progress: ProgressCallback | None,
+    ready_frames: Iterator[av.VideoFrame] | None,
+) -> int:
+    """Encode the chunks' frames (or `ready_frames`, already in the encoder's format) and mux them."""
     make_frame = _FrameMaker(plan)
     done = 0
     with av.open(str(temp), "w", format=muxer, options=plan.muxer_options) as container:
@@ -350,19 +375,22 @@ def encode_av(
                     plan.spec.codec, rate=fps_fraction(fps), options=plan.codec_options
                 )
                 _configure_stream(stream, plan, width=chunk.shape[2], height=chunk.shape[1])
-            for group in _groups(chunk, _PAD_PIXELS if plan.chroma_420 else None):
-                if plan.chroma_420:
-                    group = alpha_ops.pad_color_under_transparent(group)
-                for rgba_hwc_uint8 in group:
-                    if gif_palette is not None:
-                        frame = gif_palette.frame(rgba_hwc_uint8)
-                    else:
-                        frame = make_frame(rgba_hwc_uint8)
-                    for packet in stream.encode(frame):
-                        container.mux(packet)
-                    done += 1
-                    if progress is not None:
-                        progress(done, total)
+            if ready_frames is not None:
+                frames: Iterable[av.VideoFrame] = ready_frames
+            else:
+                frames = (
+                    make_frame(rgba_hwc_uint8)
+                    for group in _groups(chunk, _PAD_PIXELS if plan.chroma_420 else None)
+                    for rgba_hwc_uint8 in (
+                        alpha_ops.pad_color_under_transparent(group) if plan.chroma_420 else group
+                    )
+                )
+            for frame in frames:
+                for packet in stream.encode(frame):
+                    container.mux(packet)
+                done += 1
+                if progress is not None:
+                    progress(done, total)
         if stream is not None:
             for packet in stream.encode(None):
                 container.mux(packet)
@@ -394,6 +422,8 @@ def write_video(
     progress: ProgressCallback | None = None,
     codec_options: dict[str, str] | None = None,
     frame_count: int | None = None,
+    alpha_threshold: int | None = None,
+    dither: str | None = None,
 ) -> VideoInfo:
     """Write a straight-alpha RGBA clip with its alpha; returns the probe of the written file.
 
@@ -408,6 +438,10 @@ def write_video(
     animated images (0 = forever). The file appears only when complete; an existing one is replaced
     only with `overwrite=True`. `progress(done, total)` is called after each frame; `total` is the
     array's length, or `frame_count` for an iterable (0 when not given).
+
+    GIF only: pixels with alpha below `alpha_threshold` (default 128) become transparent, the rest
+    map to one 255-colour palette for the clip, dithered by `dither` (default `none`; `bayer` or
+    `bayer:N` with a scale N 0–5, `sierra2_4a`, `floyd_steinberg`, … see `GIF_DITHERS`).
     """
     # 1. Check the inputs and the target before doing any work.
     if isinstance(rgba_fhwc_uint8, np.ndarray):
@@ -421,11 +455,13 @@ def write_video(
     spec = resolve_output_format(path, format)
     if alpha_mode not in ALPHA_MODES:
         raise UsageError(f"alpha mode {alpha_mode!r} is unknown; use 'straight' or 'premultiplied'.")
-    plan = plan_encode(spec, quality, lossless, loop, codec_options)
+    plan = plan_encode(
+        spec, quality, lossless, loop, codec_options, alpha_threshold=alpha_threshold, dither=dither
+    )
     if alpha_mode == "premultiplied":
         # Colour under alpha 0 becomes 0, which is right for premultiplied consumers: no padding.
         plan = replace(plan, chroma_420=False)
-    chunks = _converted(iter_chunks(rgba_fhwc_uint8), spec, alpha_mode)
+    chunks = _converted(iter_chunks(rgba_fhwc_uint8), plan, alpha_mode)
 
     # 2. Encode into a temporary file (or directory) beside the target, then move it into place.
     if spec.kind == "sequence":
@@ -444,18 +480,18 @@ def write_video(
     return probe(target)
 
 
-def _converted(chunks: Iterator[np.ndarray], spec: FormatSpec, alpha_mode: AlphaMode) -> Iterator[np.ndarray]:
+def _converted(chunks: Iterator[np.ndarray], plan: EncodePlan, alpha_mode: AlphaMode) -> Iterator[np.ndarray]:
     """Apply the named straight → premultiplied boundary per chunk; warn once where GIF drops soft alpha."""
     warned = False
     for chunk in chunks:
         if alpha_mode == "premultiplied":
             chunk = alpha_ops.premultiply_uint8(chunk)
-        if spec.alpha == "1-bit" and not warned:
+        if plan.gif is not None and not warned:
             alpha = chunk[..., 3]
             if np.any((alpha > 0) & (alpha < 255)):
                 logger.warning(
-                    "GIF stores 1-bit alpha: soft edges (alpha 1–254) are thresholded at 128. Use webp, "
-                    "apng or webm to keep them."
+                    "GIF stores 1-bit alpha: soft edges (alpha 1–254) are thresholded at "
+                    f"{plan.gif.alpha_threshold}. Use webp, apng or webm to keep them."
                 )
                 warned = True
         yield chunk
