@@ -589,11 +589,11 @@ def test_gif_dithers_keep_transparency_and_colour(dither: str, clip: np.ndarray,
     np.testing.assert_array_equal(decoded[..., 3] == 255, kept)
     # Dithering trades per-pixel error for a closer local average: compare 4x4-block means.
     blocks = (slice(None), slice(0, HEIGHT // 4 * 4), slice(0, WIDTH // 4 * 4))
-    opaque = clip[..., 3] == 255
-    for rgba in (decoded, clip):
-        rgba[..., :3][~opaque] = 0
-    src_mean = clip[blocks][..., :3].reshape(FRAMES, HEIGHT // 4, 4, WIDTH // 4, 4, 3).mean(axis=(2, 4))
-    out_mean = decoded[blocks][..., :3].reshape(FRAMES, HEIGHT // 4, 4, WIDTH // 4, 4, 3).mean(axis=(2, 4))
+    opaque = clip[..., 3:] == 255
+    source_rgb = np.where(opaque, clip[..., :3], 0)[blocks]
+    decoded_rgb = np.where(opaque, decoded[..., :3], 0)[blocks]
+    src_mean = source_rgb.reshape(FRAMES, HEIGHT // 4, 4, WIDTH // 4, 4, 3).mean(axis=(2, 4))
+    out_mean = decoded_rgb.reshape(FRAMES, HEIGHT // 4, 4, WIDTH // 4, 4, 3).mean(axis=(2, 4))
     assert np.abs(out_mean - src_mean).mean() <= 4
 
 
@@ -615,3 +615,118 @@ def test_gif_option_errors(
     with pytest.raises(UsageError, match=message):
         video_io.write_video(tmp_path / output, clip, 24, **kwargs)
     assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------------------------------------------
+# mp4-stacked: colour on top, alpha as luma below, marked by container tags.
+
+STACKED_CODECS = [
+    pytest.param("h264", Bounds(16, 40, 2.0, 8), 1.5, id="h264"),
+    # SVT-AV1 (CRF 30) rings at hard alpha edges (the disc rim) and shifts the faint ramp colour more,
+    # but is closer on average.
+    pytest.param("av1", Bounds(72, 40, 2.0, 32), 1.0, id="av1"),
+]
+
+
+def _stacked_available(codec: str) -> bool:
+    try:
+        av.Codec({"h264": "libx264", "av1": "libsvtav1"}[codec], "w")
+    except (av.FFmpegError, ValueError):
+        return False
+    return True
+
+
+@pytest.mark.parametrize(("codec", "bounds", "alpha_mean_max"), STACKED_CODECS)
+@pytest.mark.parametrize("size", [(HEIGHT, WIDTH), (HEIGHT - 1, WIDTH - 3)], ids=["even", "odd"])
+def test_mp4_stacked_round_trip(
+    codec: str, bounds: Bounds, alpha_mean_max: float, size: tuple[int, int], clip: np.ndarray, tmp_path: Path
+) -> None:
+    if not _stacked_available(codec):
+        pytest.skip(f"this PyAV build has no {codec} encoder")
+    height, width = size
+    source = np.ascontiguousarray(clip[:, :height, :width])
+    info = video_io.write_video(tmp_path / "clip.mp4", source, 24, format="mp4-stacked", codec=codec)
+    assert (info.format, info.codec, info.alpha_layout, info.has_alpha) == (
+        "mp4-stacked",
+        codec,
+        "stacked",
+        True,
+    )
+    assert (info.frames, info.width, info.height, info.fps) == (FRAMES, width, height, 24.0)
+    assert info.to_dict()["alpha_layout"] == "stacked"
+    decoded = video_io.read_video(info.path)
+    assert decoded.rgba_fhwc_uint8.shape == source.shape and decoded.fps == pytest.approx(24.0)
+    measured = _measure(decoded.rgba_fhwc_uint8, clip[:, :height, :width])
+    assert measured["alpha_max"] <= bounds.alpha_max, measured
+    assert measured["alpha_mean"] <= alpha_mean_max, measured
+    assert measured["weighted_rgb_max"] <= bounds.weighted_rgb_max, measured
+    assert measured["weighted_rgb_mean"] <= bounds.weighted_rgb_mean, measured
+    assert measured["bar_rgb_max"] <= bounds.bar_rgb_max, measured
+
+
+def test_mp4_stacked_file_layout_read_with_plain_pyav(tmp_path: Path) -> None:
+    """Re-derived without video_io's reader: the picture, the halves and the tags a player relies on."""
+    rgba = np.zeros((3, 30, 41, 4), np.uint8)  # odd width: padded to 42
+    rgba[:, 8:22, 10:30] = [40, 200, 90, 255]  # an opaque green square on transparent black
+    rgba[:, 8:22, 30:34, :3] = [40, 200, 90]
+    rgba[:, 8:22, 30:34, 3] = [192, 128, 64, 32]  # a soft right edge
+    video_io.write_video(tmp_path / "s.mp4", rgba, 12, format="mp4-stacked")
+    with av.open(str(tmp_path / "s.mp4")) as container:
+        tags = dict(container.metadata)
+        stream = container.streams.video[0]
+        assert (stream.codec_context.width, stream.codec_context.height) == (42, 60)  # 2 x 30 rows
+        frame = next(container.decode(stream))
+        rgb = frame.to_ndarray(format="rgb24").astype(int)
+    assert tags["alpha_layout"] == "stacked"
+    assert (tags["clip_width"], tags["clip_height"], tags["alpha_mode"]) == ("41", "30", "straight")
+    top, bottom = rgb[:30], rgb[30:]
+    # Bottom half: grey (neutral chroma) carrying alpha.
+    assert np.abs(bottom[..., 0] - bottom[..., 1]).max() <= 6
+    assert np.abs(bottom[:, :41, 1] - rgba[0, ..., 3]).mean() <= 2
+    # Top half: the straight colour, and edge padding under alpha 0 instead of black.
+    assert np.abs(top[10:20, 12:28] - [40, 200, 90]).max() <= 8
+    assert np.abs(top[10:20, 34:37] - [40, 200, 90]).max() <= 24  # just right of the soft edge
+    assert top[2, 2, 1] > 150  # far corner: the clip's colour, not black
+
+
+def test_mp4_stacked_premultiplied_is_tagged(clip: np.ndarray, tmp_path: Path) -> None:
+    video_io.write_video(tmp_path / "p.mp4", clip, 24, format="mp4-stacked", alpha_mode="premultiplied")
+    with av.open(str(tmp_path / "p.mp4")) as container:
+        assert container.metadata["alpha_mode"] == "premultiplied"
+
+
+def test_mp4_stacked_streamed_decodes_to_the_same_frames(clip: np.ndarray, tmp_path: Path) -> None:
+    whole = video_io.write_video(tmp_path / "whole.mp4", clip, 24, format="mp4-stacked")
+    streamed = video_io.write_video(tmp_path / "streamed.mp4", _uneven_chunks(clip), 24, format="stacked")
+    np.testing.assert_array_equal(
+        video_io.read_video(streamed.path).rgba_fhwc_uint8, video_io.read_video(whole.path).rgba_fhwc_uint8
+    )
+
+
+@pytest.mark.parametrize(
+    ("output", "kwargs", "message"),
+    [
+        ("clip.mp4", {}, "mp4-stacked"),  # a plain .mp4 stays refused, and the message names the way out
+        ("clip.webm", {"format": "mp4-stacked"}, "does not fit format"),
+        ("clip.mp4", {"format": "mp4-stacked", "codec": "hevc"}, "not one mp4-stacked writes"),
+        ("clip.webm", {"codec": "av1"}, "applies to mp4-stacked only"),
+        ("clip.mp4", {"format": "mp4-stacked", "quality": 52}, "out of range"),
+        ("clip.mp4", {"format": "mp4-stacked", "lossless": True}, "no lossless mode"),
+    ],
+)
+def test_mp4_stacked_refusals(
+    output: str, kwargs: dict[str, Any], message: str, clip: np.ndarray, tmp_path: Path
+) -> None:
+    with pytest.raises(LayerAnimError, match=message):
+        video_io.write_video(tmp_path / output, clip, 24, **kwargs)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_plain_h264_mp4_is_not_taken_for_stacked(clip: np.ndarray, tmp_path: Path) -> None:
+    if not video_io.h264_available():
+        pytest.skip("this PyAV build has no H.264 encoder")
+    path = tmp_path / "tall.mp4"
+    _write_opaque_h264(path, np.ascontiguousarray(clip[..., :3]))
+    info = video_io.probe(path)
+    assert (info.format, info.alpha_layout, info.has_alpha) == ("mp4", None, False)
+    assert "alpha_layout" not in info.to_dict()

@@ -60,6 +60,7 @@ class FormatSpec:
     matrix: Literal["bt601", "bt709"] | None = None  # RGB→YUV matrix used (and tagged), if YUV
     loops: bool = False  # has a loop count (animated images)
     aliases: tuple[str, ...] = ()
+    alpha_layout: Literal["stacked"] | None = None  # alpha packed into the picture, not in its own plane
 
 
 _VP9_QUALITY = QualitySpec("crf", "CRF", 0, 63, 30, "lower")
@@ -182,6 +183,21 @@ FORMATS: tuple[FormatSpec, ...] = (
         loops=True,
     ),
     FormatSpec(
+        name="mp4-stacked",
+        description="MP4 H.264 (or AV1), colour on top and alpha as luma below, for WebGL players",
+        extensions=(".mp4",),
+        codec="libx264",  # the default of `video_io.stacked.STACKED_CODECS`; codec="av1" picks SVT-AV1
+        pix_fmt="yuv420p",
+        lossless=False,
+        alpha="full",
+        kind="video",
+        quality=QualitySpec("crf", "CRF", 0, 51, 18, "lower"),
+        chroma_420=True,
+        matrix="bt709",
+        aliases=("stacked", "stacked-mp4", "mp4-stacked-alpha"),
+        alpha_layout="stacked",
+    ),
+    FormatSpec(
         name="png-seq",
         description=f"PNG sequence: a directory, or a pattern like {SEQUENCE_FILE_PATTERN}",
         extensions=(".png",),
@@ -205,6 +221,7 @@ _DEFAULT_FORMAT_FOR_EXTENSION = {
     ".gif": "gif",
 }
 MUXER_FOR_EXTENSION = {
+    ".mp4": "mp4",  # only with format="mp4-stacked": a plain .mp4 path is refused above
     ".webm": "webm",
     ".mkv": "matroska",
     ".mov": "mov",
@@ -228,7 +245,8 @@ _ALPHA_DROPPING = {
     "vp9-mp4": "VP9 in MP4",
 }
 _ALPHA_FIX = (
-    "use .webm (VP9 with alpha) for the web or .mov (ProRes 4444) for editors; "
+    "use .webm (VP9 with alpha) for the web or .mov (ProRes 4444) for editors, or format "
+    "mp4-stacked for an MP4 with colour and alpha stacked for WebGL players; "
     "add --preview for an opaque MP4 to look at"
 )
 _STILL_IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}

@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image
 
 from layeranim.errors import UsageError, VideoReadError
+from layeranim.video_io import stacked
 from layeranim.video_io._inputs import (
     PIL_ERRORS,
     check_input_path,
@@ -57,10 +58,14 @@ class VideoInfo:
     width: int
     height: int
     has_alpha: bool
+    alpha_layout: str | None = None  # "stacked" for mp4-stacked (colour on top, alpha below); else None
 
     def to_dict(self) -> dict[str, Any]:
+        """The fields as JSON-ready values; `alpha_layout` only when the alpha is packed (stacked)."""
         out = asdict(self)
         out["path"] = str(self.path)
+        if out["alpha_layout"] is None:
+            del out["alpha_layout"]
         return out
 
 
@@ -245,8 +250,13 @@ def _scan_av(path: Path, selection: _Range | None, progress: ProgressCallback | 
             raise VideoReadError(f"input {str(path)!r} has no video stream; give a video or image file.")
         stream = container.streams.video[0]
         context = stream.codec_context
-        codec_name = context.name
+        codec_name = context.codec.canonical_name  # the codec, not the decoder (av1, not libdav1d)
         container_name = container.format.name
+        tags = {key.lower(): value for key, value in container.metadata.items()}
+        is_stacked = stacked.is_stacked(tags)
+        height, width = int(context.height), int(context.width)
+        if is_stacked:  # colour on top, alpha below: the clip is (about) the top half
+            height, width = stacked.clip_size(tags, height, width)
         is_vpx = codec_name in ("vp8", "vp9")
         is_animation = container_name in ("gif", "apng")
         header_frames = int(stream.frames or 0)
@@ -275,7 +285,11 @@ def _scan_av(path: Path, selection: _Range | None, progress: ProgressCallback | 
                     if selection.stop is not None and scan.decoded >= selection.stop:
                         break
                     if selection.wants(scan.decoded):
-                        scan.frames.append(frame.to_ndarray(format="rgba"))
+                        scan.frames.append(
+                            stacked.unstack(frame, height, width)
+                            if is_stacked
+                            else frame.to_ndarray(format="rgba")
+                        )
                         if progress is not None:
                             progress(len(scan.frames), max(wanted, len(scan.frames)))
                     scan.decoded += 1
@@ -312,20 +326,25 @@ def _scan_av(path: Path, selection: _Range | None, progress: ProgressCallback | 
             has_alpha = metadata.get("alpha_mode") == "1" and first_packet_has_alpha
             if has_alpha:  # the native decoder reports the colour planes only: name the stored format
                 pix_fmt = _with_alpha_plane(pix_fmt)
+        elif is_stacked:
+            has_alpha = True
         elif container_name == "gif":  # a transparent palette entry; only probing asks (reading needs fps)
             has_alpha = selection is None and _gif_has_transparency(path)
         else:
             has_alpha = _format_has_alpha(pix_fmt)
         scan.info = VideoInfo(
             path=path,
-            format=_known_format_name(container_name, codec_name, str(context.codec_tag or ""), path),
+            format="mp4-stacked"
+            if is_stacked
+            else _known_format_name(container_name, codec_name, str(context.codec_tag or ""), path),
             codec=codec_name,
             pix_fmt=pix_fmt,
             frames=frames,
             fps=round(fps, 3),
-            width=int(context.width),
-            height=int(context.height),
+            width=width,
+            height=height,
             has_alpha=bool(has_alpha),
+            alpha_layout=stacked.LAYOUT_STACKED if is_stacked else None,
         )
         return scan
 

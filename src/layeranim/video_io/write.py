@@ -25,6 +25,7 @@ from av.video.reformatter import VideoReformatter
 
 from layeranim import alpha as alpha_ops
 from layeranim.errors import LayerAnimError, UsageError
+from layeranim.video_io import stacked
 from layeranim.video_io.atomic import atomic_output, check_output_target
 from layeranim.video_io.formats import (
     ALPHA_MODES,
@@ -32,6 +33,7 @@ from layeranim.video_io.formats import (
     AlphaMode,
     FormatSpec,
     ProgressCallback,
+    QualitySpec,
     resolve_output_format,
 )
 from layeranim.video_io.gif import (
@@ -42,6 +44,7 @@ from layeranim.video_io.gif import (
 )
 from layeranim.video_io.read import VideoInfo, probe
 from layeranim.video_io.sequences import check_sequence_output, write_sequence
+from layeranim.video_io.stacked import DEFAULT_STACKED_CODEC, STACKED_CODEC_ALIASES, STACKED_CODECS
 
 logger = logging.getLogger(__name__)
 
@@ -159,6 +162,12 @@ class EncodePlan:
     chroma_420: bool
     lossless: bool
     gif: GifOptions | None = None  # set for GIF: frames go through palettegen/paletteuse
+    encoder: str = ""  # the encoder to open ("" = the format's own, spec.codec)
+    alpha_mode: str = "straight"  # recorded in mp4-stacked's tags
+
+    @property
+    def codec(self) -> str:
+        return self.encoder or self.spec.codec
 
 
 def _gif_options(spec: FormatSpec, alpha_threshold: int | None, dither: str | None) -> GifOptions | None:
@@ -191,9 +200,11 @@ def plan_encode(
     *,
     alpha_threshold: int | None = None,
     dither: str | None = None,
+    codec: str | None = None,
 ) -> EncodePlan:
     """Turn the caller's quality/lossless/loop into encoder and muxer options, refusing what cannot apply."""
-    options = dict(spec.codec_options)
+    encoder, codec_defaults, qspec_for_codec = _codec_choice(spec, codec)
+    options = dict(codec_defaults)
     # Reproducible files: no random segment/track UIDs, no date, no library version in the header.
     muxer_options: dict[str, str] = {"fflags": "+bitexact"}
     pix_fmt = spec.pix_fmt
@@ -227,8 +238,11 @@ def plan_encode(
         options["strict"] = "experimental"
         pix_fmt, chroma_420, is_lossless = "gbrap", False, True
 
+    if spec.alpha_layout == "stacked":
+        # Web players want the index first; arbitrary keys (alpha_layout, clip size) need mdta tags.
+        muxer_options["movflags"] = "+faststart+use_metadata_tags"
     if quality is not None:
-        qspec = spec.quality
+        qspec = qspec_for_codec
         if qspec is None:
             raise UsageError(
                 f"format {spec.name!r} has no quality setting; drop it (quality applies to webm, webm-vp8 "
@@ -240,8 +254,8 @@ def plan_encode(
                 f"{qspec.low}–{qspec.high}, {qspec.better} is better (default {qspec.default})."
             )
         options[qspec.option] = str(quality)
-    elif spec.quality is not None and not (spec.lossless_option == "vp9" and lossless) and not is_lossless:
-        options[spec.quality.option] = str(spec.quality.default)
+    elif qspec_for_codec is not None and not (spec.lossless_option == "vp9" and lossless) and not is_lossless:
+        options[qspec_for_codec.option] = str(qspec_for_codec.default)
 
     if not isinstance(loop, int) or loop < 0:
         raise UsageError(f"loop {loop!r} must be 0 (forever) or a positive number of plays.")
@@ -262,15 +276,41 @@ def plan_encode(
             raise UsageError(f"codec option name {key!r} must be a string.")
         options[key] = str(value)
     gif = _gif_options(spec, alpha_threshold, dither)
-    return EncodePlan(spec, pix_fmt, options, muxer_options, chroma_420, is_lossless, gif)
+    return EncodePlan(spec, pix_fmt, options, muxer_options, chroma_420, is_lossless, gif, encoder)
+
+
+def _codec_choice(spec: FormatSpec, codec: str | None) -> tuple[str, dict[str, str], QualitySpec | None]:
+    """(encoder, its default options, its quality setting): the format's own, or `codec` for mp4-stacked."""
+    if spec.alpha_layout != "stacked":
+        if codec is not None:
+            raise UsageError(
+                f"codec {codec!r} applies to mp4-stacked only (h264 or av1); format {spec.name!r} has "
+                "one codec. Drop it."
+            )
+        return spec.codec, spec.codec_options, spec.quality
+    key = (codec or DEFAULT_STACKED_CODEC).strip().lower()
+    key = STACKED_CODEC_ALIASES.get(key, key)
+    if key not in STACKED_CODECS:
+        raise UsageError(
+            f"codec {codec!r} is not one mp4-stacked writes; choose {' or '.join(STACKED_CODECS)} "
+            f"(default {DEFAULT_STACKED_CODEC})."
+        )
+    choice = STACKED_CODECS[key]
+    try:
+        av.Codec(choice.encoder, "w")
+    except (av.FFmpegError, ValueError):
+        raise UsageError(
+            f"codec {key!r}: this PyAV build has no {choice.encoder} encoder; choose another codec."
+        ) from None
+    return choice.encoder, choice.options, choice.quality
 
 
 def _configure_stream(stream: Any, plan: EncodePlan, width: int, height: int) -> None:
     stream.width, stream.height, stream.pix_fmt = width, height, plan.pix_fmt
     context = stream.codec_context
-    if plan.spec.codec in ("libvpx", "libvpx-vp9"):
+    if plan.codec in ("libvpx", "libvpx-vp9"):
         context.thread_count = _encoder_threads()
-    elif plan.spec.codec != "gif":
+    elif plan.codec != "gif":
         context.thread_type = "AUTO"
     if plan.pix_fmt.startswith("yuv"):
         matrix = plan.spec.matrix or "bt601"
@@ -294,6 +334,8 @@ class _FrameMaker:
 
     def __call__(self, rgba_hwc_uint8: np.ndarray) -> av.VideoFrame:
         rgba_hwc_uint8 = np.ascontiguousarray(rgba_hwc_uint8)
+        if rgba_hwc_uint8.shape[-1] == 3:  # opaque pictures (mp4-stacked)
+            return self._reformat(av.VideoFrame.from_ndarray(rgba_hwc_uint8, format="rgb24"))
         if self.pix_fmt in ("yuva420p", "yuva444p"):
             # Packed RGBA is the fast way in; swscale shifts its alpha by up to one level on the way to
             # yuva (FFmpeg 8.1), so the alpha plane is then overwritten with the exact source alpha.
@@ -354,6 +396,15 @@ def encode_av(
     return _mux(temp, chunks, fps, plan, muxer, total, progress, None)
 
 
+def _pictures(rgba_fhwc_uint8: np.ndarray, plan: EncodePlan) -> np.ndarray:
+    """What the encoder is given for these frames: padded RGBA, or for mp4-stacked the stacked RGB."""
+    if plan.chroma_420:
+        rgba_fhwc_uint8 = alpha_ops.pad_color_under_transparent(rgba_fhwc_uint8)
+    if plan.spec.alpha_layout == "stacked":
+        return stacked.stack(rgba_fhwc_uint8)  # (f, 2·Hp, Wp, 3)
+    return rgba_fhwc_uint8
+
+
 def _mux(
     temp: Path,
     chunks: Iterable[np.ndarray],
@@ -371,19 +422,20 @@ def _mux(
         stream = None
         for chunk in chunks:
             if stream is None:
-                stream = container.add_stream(
-                    plan.spec.codec, rate=fps_fraction(fps), options=plan.codec_options
-                )
-                _configure_stream(stream, plan, width=chunk.shape[2], height=chunk.shape[1])
+                height, width = chunk.shape[1:3]
+                if plan.spec.alpha_layout == "stacked":
+                    container.metadata.update(stacked.metadata(height, width, plan.alpha_mode))
+                    height, width = stacked.even_size(height, width)
+                    height *= 2  # colour on top, alpha below
+                stream = container.add_stream(plan.codec, rate=fps_fraction(fps), options=plan.codec_options)
+                _configure_stream(stream, plan, width=width, height=height)
             if ready_frames is not None:
                 frames: Iterable[av.VideoFrame] = ready_frames
             else:
                 frames = (
-                    make_frame(rgba_hwc_uint8)
+                    make_frame(picture_hwc_uint8)
                     for group in _groups(chunk, _PAD_PIXELS if plan.chroma_420 else None)
-                    for rgba_hwc_uint8 in (
-                        alpha_ops.pad_color_under_transparent(group) if plan.chroma_420 else group
-                    )
+                    for picture_hwc_uint8 in _pictures(group, plan)
                 )
             for frame in frames:
                 for packet in stream.encode(frame):
@@ -424,6 +476,7 @@ def write_video(
     frame_count: int | None = None,
     alpha_threshold: int | None = None,
     dither: str | None = None,
+    codec: str | None = None,
 ) -> VideoInfo:
     """Write a straight-alpha RGBA clip with its alpha; returns the probe of the written file.
 
@@ -438,6 +491,9 @@ def write_video(
     animated images (0 = forever). The file appears only when complete; an existing one is replaced
     only with `overwrite=True`. `progress(done, total)` is called after each frame; `total` is the
     array's length, or `frame_count` for an iterable (0 when not given).
+
+    `mp4-stacked` only: `codec` is `h264` (libx264, the default) or `av1` (SVT-AV1); `quality` is its
+    CRF. The layout and its tags are described in `video_io.stacked`.
 
     GIF only: pixels with alpha below `alpha_threshold` (default 128) become transparent, the rest
     map to one 255-colour palette for the clip, dithered by `dither` (default `none`; `bayer` or
@@ -456,11 +512,18 @@ def write_video(
     if alpha_mode not in ALPHA_MODES:
         raise UsageError(f"alpha mode {alpha_mode!r} is unknown; use 'straight' or 'premultiplied'.")
     plan = plan_encode(
-        spec, quality, lossless, loop, codec_options, alpha_threshold=alpha_threshold, dither=dither
+        spec,
+        quality,
+        lossless,
+        loop,
+        codec_options,
+        alpha_threshold=alpha_threshold,
+        dither=dither,
+        codec=codec,
     )
     if alpha_mode == "premultiplied":
         # Colour under alpha 0 becomes 0, which is right for premultiplied consumers: no padding.
-        plan = replace(plan, chroma_420=False)
+        plan = replace(plan, chroma_420=False, alpha_mode=alpha_mode)
     chunks = _converted(iter_chunks(rgba_fhwc_uint8), plan, alpha_mode)
 
     # 2. Encode into a temporary file (or directory) beside the target, then move it into place.
