@@ -4,11 +4,16 @@ The portable web answer for alpha video (Safari plays no VP9 alpha, Android no a
 browser decodes the H.264 (or AV1) MP4, and a small WebGL shader takes colour from the top half and
 alpha from the bottom half, the packing AVPro (Unity) and jakearchibald/stacked-alpha-video use.
 
-File layout (one frame, `Hp`×`Wp` the clip's size rounded up to even by repeating the last row/column,
-which 4:2:0 needs):
-- rows `0 … Hp-1`: the colour, **straight** alpha, edge-padded under alpha 0
+File layout (one frame is `2·Hp` rows of `Wp` pixels; `H`×`W` is the clip's size):
+- rows `0 … H-1`: the colour, **straight** alpha, edge-padded under alpha 0
   (`alpha.pad_color_under_transparent`), so that 4:2:0 chroma does not bleed into soft edges;
-- rows `Hp … 2·Hp-1`: the alpha as grey (R = G = B = alpha), i.e. luma with neutral chroma.
+- rows `Hp … Hp+H-1`: the alpha as grey (R = G = B = alpha), i.e. luma with neutral chroma;
+- the rest is padding: each half's size is rounded up to even (the last row/column repeated), then
+  each half gets black rows up to `Hp`, a multiple of 16 at least 8 rows more than the clip. That
+  black guard band sits between the colour and the alpha: without it, the codec's filters and motion
+  compensation smear the colour's bottom rows into the alpha's top rows (alpha 3–4 instead of 0 along
+  the clip's top edge, measured with H.264).
+A player takes `Hp` = picture height / 2 and crops each half to `clip_width`×`clip_height`.
 Both halves go through the same BT.709 limited-range conversion, tagged in the stream, so a player that
 converts to RGB gets alpha back in any channel of the bottom half.
 
@@ -68,21 +73,28 @@ STACKED_CODEC_ALIASES = {
 }
 
 
-def even_size(height: int, width: int) -> tuple[int, int]:
-    """The size of each half: the clip's, rounded up to even."""
-    return height + height % 2, width + width % 2
+GUARD_ROWS = 8  # at least this many black rows between the colour and the alpha
+ROW_MULTIPLE = 16  # each half's height: a multiple of H.264's macroblock
+
+
+def half_size(height: int, width: int) -> tuple[int, int]:
+    """(Hp, Wp): the size of each half for a clip of `height`×`width`."""
+    even_height = height + height % 2
+    half_height = -(-(even_height + GUARD_ROWS) // ROW_MULTIPLE) * ROW_MULTIPLE
+    return half_height, width + width % 2
 
 
 def stack(rgba_fhwc_uint8: np.ndarray) -> np.ndarray:
     """(f, h, w, 4) straight RGBA → (f, 2·Hp, Wp, 3) RGB: colour on top, alpha as grey below."""
     frames, height, width = rgba_fhwc_uint8.shape[:3]
-    even_height, even_width = even_size(height, width)
+    half_height, half_width = half_size(height, width)
+    even_height = height + height % 2
     padded = np.pad(
-        rgba_fhwc_uint8, ((0, 0), (0, even_height - height), (0, even_width - width), (0, 0)), mode="edge"
+        rgba_fhwc_uint8, ((0, 0), (0, even_height - height), (0, half_width - width), (0, 0)), mode="edge"
     )
-    stacked_fhwc = np.empty((frames, 2 * even_height, even_width, 3), np.uint8)
+    stacked_fhwc = np.zeros((frames, 2 * half_height, half_width, 3), np.uint8)  # guard bands: black
     stacked_fhwc[:, :even_height] = padded[..., :3]
-    stacked_fhwc[:, even_height:] = padded[..., 3:4]  # grey: R = G = B = alpha
+    stacked_fhwc[:, half_height : half_height + even_height] = padded[..., 3:4]  # grey: R = G = B = alpha
     return stacked_fhwc
 
 

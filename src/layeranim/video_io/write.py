@@ -425,7 +425,7 @@ def _mux(
                 height, width = chunk.shape[1:3]
                 if plan.spec.alpha_layout == "stacked":
                     container.metadata.update(stacked.metadata(height, width, plan.alpha_mode))
-                    height, width = stacked.even_size(height, width)
+                    height, width = stacked.half_size(height, width)
                     height *= 2  # colour on top, alpha below
                 stream = container.add_stream(plan.codec, rate=fps_fraction(fps), options=plan.codec_options)
                 _configure_stream(stream, plan, width=width, height=height)
@@ -449,9 +449,21 @@ def _mux(
     return done
 
 
-def check_output(path: str | Path, *, format: str | None = None, overwrite: bool = False) -> FormatSpec:
-    """Resolve the output format and check that the target may be written, before any expensive work."""
+def check_output(
+    path: str | Path,
+    *,
+    format: str | None = None,
+    overwrite: bool = False,
+    codec: str | None = None,
+    dither: str | None = None,
+    alpha_threshold: int | None = None,
+) -> FormatSpec:
+    """Resolve the output format and check that the target may be written, before any expensive work.
+
+    `codec`, `dither` and `alpha_threshold` are checked against the format as `write_video` would.
+    """
     spec = resolve_output_format(path, format)
+    plan_encode(spec, None, None, 0, None, alpha_threshold=alpha_threshold, dither=dither, codec=codec)
     target = Path(str(path).rstrip("/" + os.sep) or ".")
     if spec.kind == "sequence":
         check_sequence_output(target, overwrite)
