@@ -101,8 +101,9 @@ def pad_color_under_transparent(rgba_fhwc_uint8: np.ndarray) -> np.ndarray:
 
     A push-pull pyramid over all frames at once. Push: halve the frames level by level, summing
     alpha-weighted colour and alpha over 2×2 blocks. Pull: walking back up, a block with visible
-    pixels takes their alpha-weighted mean colour; a block without takes the mean over its 3×3
-    neighbourhood of blocks at the same level if that holds visible pixels, else its parent's colour.
+    pixels takes their alpha-weighted mean colour; a block without takes (from the 4×4-pixel level
+    up) the mean over its 3×3 neighbourhood of blocks at the same level if that holds visible
+    pixels, else its parent's colour.
     So a transparent pixel gets the colour of visible pixels about as near as the nearest ones: a 2×2
     block that mixes visible and transparent pixels (what one 4:2:0 chroma sample covers) keeps the
     visible pixels' own mean, pixels next to an edge take that edge's colour, and far away the fill is
@@ -114,29 +115,30 @@ def pad_color_under_transparent(rgba_fhwc_uint8: np.ndarray) -> np.ndarray:
     rgba = rgba_fhwc_uint8[None] if single else rgba_fhwc_uint8
     out = rgba.copy()
     frames, height, width = rgba.shape[:3]
-    alpha_fhw = rgba[..., 3]
-    visible_f = alpha_fhw.reshape(frames, -1).max(axis=1) > 0
-    fill_fhw = (alpha_fhw == 0) & visible_f[:, None, None]
+    fill_fhw = rgba[..., 3] == 0
     if not fill_fhw.any():
         return out[0] if single else out
 
     # 1. Push: sums of (r·a, g·a, b·a, a) over 2x2 blocks, level by level down to one pixel per frame.
     premul_cfhw = np.empty((4, frames, height, width), np.float32)
-    premul_cfhw[3] = alpha_fhw
+    premul_cfhw[3] = rgba[..., 3]
     for channel in range(3):
         np.multiply(rgba[..., channel], premul_cfhw[3], out=premul_cfhw[channel])
     pyramid = [_sum_2x2(premul_cfhw)]  # level 1 (half size) first
     while max(pyramid[-1].shape[-2:]) > 1:
         pyramid.append(_sum_2x2(pyramid[-1]))
+    fill_fhw &= (pyramid[-1][3] > 0)[:, :1, :1]  # a frame with nothing visible stays as it was
 
-    # 2. Pull: own mean colour where a block has weight, else its 3x3 neighbourhood's, else its parent's.
+    # 2. Pull: a block's own mean colour where it has weight; else, from level 2 up, its 3x3
+    # neighbourhood's (a 12x12-pixel window at level 2, so edges reach their neighbours); else its parent's.
     colour_cfhw = _mean_colour(pyramid[-1])
-    for level_cfhw in reversed(pyramid[:-1]):
+    for level, level_cfhw in reversed(list(enumerate(pyramid[:-1], start=1))):
         level_height, level_width = level_cfhw.shape[-2:]
-        parent_cfhw = colour_cfhw.repeat(2, axis=-2).repeat(2, axis=-1)[..., :level_height, :level_width]
-        around_cfhw = _sum_3x3(level_cfhw)
-        colour_cfhw = np.where(around_cfhw[3] > 0, _mean_colour(around_cfhw), parent_cfhw)
-        colour_cfhw = np.where(level_cfhw[3] > 0, _mean_colour(level_cfhw), colour_cfhw)
+        colour_cfhw = colour_cfhw.repeat(2, axis=-2).repeat(2, axis=-1)[..., :level_height, :level_width]
+        if level >= 2:
+            around_cfhw = _sum_3x3(level_cfhw)
+            np.copyto(colour_cfhw, _mean_colour(around_cfhw), where=around_cfhw[3] > 0)
+        np.copyto(colour_cfhw, _mean_colour(level_cfhw), where=level_cfhw[3] > 0)
 
     # 3. Level 0 keeps its own colour wherever alpha > 0; each transparent pixel takes its 2x2 block's.
     colour_cfhw_uint8 = np.clip(np.rint(colour_cfhw), 0, 255).astype(np.uint8)
