@@ -34,7 +34,7 @@ GIF_DITHERS: tuple[str, ...] = (
     "none",
 )
 # No dithering by default: closer to the source than the old writer at the same size or smaller.
-# FFmpeg's error-diffusion modes look smoother on gradients but grow such files up to 1.9x and leave a
+# FFmpeg's error-diffusion modes look smoother on gradients but grow such files 2-2.7x and leave a
 # few stray pixels up to 190 levels off; `bayer` is ordered, bounded, and also larger (bench_gif.py).
 DEFAULT_GIF_DITHER = "none"
 DEFAULT_GIF_ALPHA_THRESHOLD = 128

@@ -336,16 +336,22 @@ class _FrameMaker:
         rgba_hwc_uint8 = np.ascontiguousarray(rgba_hwc_uint8)
         if rgba_hwc_uint8.shape[-1] == 3:  # opaque pictures (mp4-stacked)
             return self._reformat(av.VideoFrame.from_ndarray(rgba_hwc_uint8, format="rgb24"))
-        if self.pix_fmt in ("yuva420p", "yuva444p"):
+        if self.pix_fmt in ("yuva420p", "yuva444p", "yuva444p10le"):
             # Packed RGBA is the fast way in; swscale shifts its alpha by up to one level on the way to
-            # yuva (FFmpeg 8.1), so the alpha plane is then overwritten with the exact source alpha.
+            # yuva (FFmpeg 8.1), so the alpha plane is then overwritten with the exact source alpha
+            # (10-bit: shifted up by 2, as swscale's planar path does and its 10 → 8-bit path undoes).
             frame = av.VideoFrame.from_ndarray(rgba_hwc_uint8, format="rgba")
             yuva = self._reformat(frame)
             plane = yuva.planes[3]
-            rows = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)
-            rows[:, : plane.width] = rgba_hwc_uint8[..., 3]
+            alpha_hw = rgba_hwc_uint8[..., 3]
+            if self.pix_fmt.endswith("10le"):
+                rows = np.frombuffer(plane, "<u2").reshape(plane.height, plane.line_size // 2)
+                alpha_hw = alpha_hw.astype(np.uint16) << 2
+            else:
+                rows = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)
+            rows[:, : plane.width] = alpha_hw
             return yuva
-        if self.pix_fmt.startswith("yuv"):  # 10-bit ProRes: planar gbrap scales alpha exactly to 10 bits
+        if self.pix_fmt.startswith("yuv"):  # other YUV formats: planar gbrap keeps alpha exact
             return self._reformat(av.VideoFrame.from_ndarray(rgba_hwc_uint8, format="gbrap"))
         if self.pix_fmt == "gbrap":  # PyAV takes gbrap frames in R, G, B, A order
             return av.VideoFrame.from_ndarray(rgba_hwc_uint8, format="gbrap")
