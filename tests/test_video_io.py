@@ -544,7 +544,8 @@ def test_streaming_write_encodes_frames_as_they_arrive(clip: np.ndarray, tmp_pat
         assert total == FRAMES  # frame_count gives the total for an iterable
 
     video_io.write_video(tmp_path / "clip.mkv", frames(), 24, progress=on_progress, frame_count=FRAMES)
-    assert seen_when_yielding == list(range(FRAMES))  # frame k is asked for after k frames were encoded
+    # Frame k is asked for once frame k - 1 went to the encoder's helper thread: one frame ahead at most.
+    assert all(seen >= k - 1 for k, seen in enumerate(seen_when_yielding)), seen_when_yielding
     assert done == list(range(1, FRAMES + 1))
 
 

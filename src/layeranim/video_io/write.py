@@ -13,7 +13,8 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
@@ -135,12 +136,17 @@ def fps_fraction(fps: float) -> Fraction:
     return Fraction(fps).limit_denominator(1001)
 
 
+def _cpus() -> int:
+    """The CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
 def _encoder_threads() -> int:
     """libvpx with 2 threads collapses on a loaded 2-core machine; one thread is faster there (§5)."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cpus = os.cpu_count() or 1
+    cpus = _cpus()
     return 1 if cpus <= 2 else min(cpus, 8)
 
 
@@ -421,28 +427,38 @@ def _mux(
     progress: ProgressCallback | None,
     ready_frames: Iterator[av.VideoFrame] | None,
 ) -> int:
-    """Encode the chunks' frames (or `ready_frames`, already in the encoder's format) and mux them."""
+    """Encode the chunks' frames (or `ready_frames`, already in the encoder's format) and mux them.
+
+    Padding and conversion of the next group of frames run on a helper thread while the encoder works
+    on the current one (both release the GIL), so on two or more CPUs they cost no wall time.
+    """
     make_frame = _FrameMaker(plan)
+
+    def prepare(group_fhwc: np.ndarray) -> list[av.VideoFrame]:
+        return [make_frame(picture_hwc_uint8) for picture_hwc_uint8 in _pictures(group_fhwc, plan)]
+
+    groups = (group for chunk in chunks for group in _groups(chunk, _PAD_PIXELS if plan.chroma_420 else None))
     done = 0
-    with av.open(str(temp), "w", format=muxer, options=plan.muxer_options) as container:
+    with (
+        av.open(str(temp), "w", format=muxer, options=plan.muxer_options) as container,
+        ThreadPoolExecutor(1, thread_name_prefix="layeranim-encode") as helper,
+    ):
+        if ready_frames is not None:
+            batches: Iterator[tuple[np.ndarray, Iterable[av.VideoFrame]]] = iter(
+                [(next(iter(chunks)), ready_frames)]
+            )
+        else:
+            batches = _one_ahead(groups, prepare, helper if _cpus() > 1 else None)
         stream = None
-        for chunk in chunks:
+        for group, frames in batches:
             if stream is None:
-                height, width = chunk.shape[1:3]
+                height, width = group.shape[1:3]
                 if plan.spec.alpha_layout == "stacked":
                     container.metadata.update(stacked.metadata(height, width, plan.alpha_mode))
                     height, width = stacked.half_size(height, width)
                     height *= 2  # colour on top, alpha below
                 stream = container.add_stream(plan.codec, rate=fps_fraction(fps), options=plan.codec_options)
                 _configure_stream(stream, plan, width=width, height=height)
-            if ready_frames is not None:
-                frames: Iterable[av.VideoFrame] = ready_frames
-            else:
-                frames = (
-                    make_frame(picture_hwc_uint8)
-                    for group in _groups(chunk, _PAD_PIXELS if plan.chroma_420 else None)
-                    for picture_hwc_uint8 in _pictures(group, plan)
-                )
             for frame in frames:
                 for packet in stream.encode(frame):
                     container.mux(packet)
@@ -453,6 +469,24 @@ def _mux(
             for packet in stream.encode(None):
                 container.mux(packet)
     return done
+
+
+def _one_ahead(
+    items: Iterator[np.ndarray], work: Callable[[np.ndarray], list[av.VideoFrame]], helper: Executor | None
+) -> Iterator[tuple[np.ndarray, list[av.VideoFrame]]]:
+    """(item, work(item)) in order, with the next item's work started on `helper` before this one is used."""
+    if helper is None:
+        for item in items:
+            yield item, work(item)
+        return
+    pending: tuple[np.ndarray, Future[list[av.VideoFrame]]] | None = None
+    for item in items:
+        future = helper.submit(work, item)
+        if pending is not None:
+            yield pending[0], pending[1].result()
+        pending = (item, future)
+    if pending is not None:
+        yield pending[0], pending[1].result()
 
 
 def check_output(
