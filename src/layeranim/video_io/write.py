@@ -1,9 +1,13 @@
 """Writing straight-alpha RGBA clips: validate, plan the encoder settings from the format table, encode.
 
-- Encoders that want `yuva*` get planar `gbrap` frames: the packed `rgba` path shifts alpha by one
-  level in FFmpeg 8.1's swscale, `gbrap` copies it bit-exactly.
+- Frames go in as (f, h, w, 4) chunks, from one array or from any iterable, and are encoded as they
+  arrive (GIF excepted: `gif.py` needs the whole clip for its palette).
+- `yuva` encoders get packed RGBA converted by one reused swscale context, and then the exact source
+  alpha copied into the alpha plane: swscale's packed path shifts alpha by up to one level (FFmpeg
+  8.1); its planar `gbrap` path does not, but building gbrap frames costs more than the encode saves.
 - Colour under alpha 0 is edge-padded before 4:2:0 encodes (`alpha.pad_color_under_transparent`), or
-  opaque edges pick up its colour.
+  opaque edges pick up its colour; `mp4-stacked` pictures are built by `stacked.py`. Both run on a
+  helper thread, one group of frames ahead of the encoder.
 
 Axis legend: f frames, h height, w width, c channels (RGBA).
 """
