@@ -461,6 +461,10 @@ def _mux(
                     container.metadata.update(stacked.metadata(height, width, plan.alpha_mode))
                     height, width = stacked.half_size(height, width)
                     height *= 2  # colour on top, alpha below
+                if plan.codec == "libsvtav1":
+                    # SVT-AV1 prints a 20-line banner to stderr at every open unless told to log errors
+                    # only; the library must not print. A value the user set is kept.
+                    os.environ.setdefault("SVT_LOG", "1")
                 stream = container.add_stream(plan.codec, rate=fps_fraction(fps), options=plan.codec_options)
                 _configure_stream(stream, plan, width=width, height=height)
             for frame in frames:
