@@ -67,6 +67,9 @@ FLAGS: dict[str, str] = {
     "preview": "--preview",
     "manifest": "--manifest",
     "overwrite": "--overwrite",
+    "codec": "--codec",
+    "dither": "--dither",
+    "alpha_threshold": "--alpha-threshold",
 }
 # Booleans whose True (or, for `tta`, False) is a flag of its own.
 SWITCHES: dict[str, str] = {

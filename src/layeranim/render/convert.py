@@ -108,7 +108,14 @@ def convert(
     settings = request.output_settings
     # 1. Check every argument and the output before decoding anything.
     background_rgb = alpha_ops.parse_color(request.background) if request.background is not None else None
-    spec = video_io.check_output(request.output, format=settings.format, overwrite=settings.overwrite)
+    spec = video_io.check_output(
+        request.output,
+        format=settings.format,
+        overwrite=settings.overwrite,
+        codec=settings.codec,
+        dither=settings.dither,
+        alpha_threshold=settings.alpha_threshold,
+    )
     if settings.preview:
         preview_target = video_io.preview_path(request.output)
         if preview_target.exists() and not settings.overwrite:
@@ -153,6 +160,9 @@ def convert(
         loop=settings.loop,
         overwrite=settings.overwrite,
         progress=_phase(progress, "write"),
+        codec=settings.codec,
+        dither=settings.dither,
+        alpha_threshold=settings.alpha_threshold,
     )
     preview = None
     if settings.preview:

@@ -80,7 +80,14 @@ def check_clip_targets(output: Path, settings: OutputSettings) -> None:
     from layeranim.video_io import check_output, preview_path
 
     make_parent_dir(output)
-    check_output(output, format=settings.format, overwrite=settings.overwrite)
+    check_output(
+        output,
+        format=settings.format,
+        overwrite=settings.overwrite,
+        codec=settings.codec,
+        dither=settings.dither,
+        alpha_threshold=settings.alpha_threshold,
+    )
     if settings.preview and preview_path(output).exists() and not settings.overwrite:
         raise OutputExistsError(
             f"preview {str(preview_path(output))!r} exists; pass overwrite=True to replace it.",
@@ -120,13 +127,6 @@ def _chunks(frames: FrameSource) -> Iterator[np.ndarray]:
         yield from frames
 
 
-def writer_input(chunks: Iterator[np.ndarray]) -> np.ndarray:
-    """What `video_io.write_video` is given: the chunks joined into one array, since this `video_io` takes
-    arrays only. Once it takes an iterator (streaming), this returns `chunks` as they are and the clip is
-    never held whole: the one call to change."""
-    return np.concatenate(list(chunks))
-
-
 def write_clip(
     output: Path,
     frames: FrameSource,
@@ -140,8 +140,9 @@ def write_clip(
 
     `frames` is one array or an iterable of chunks (a streamed decode): chunks are measured as they pass
     (the seam score: last→first frame difference over the median step, see
-    `pipelines.context_windows.seam_score`) and handed to the writer. Only a preview keeps the frames, to
-    write them a second time.
+    `pipelines.context_windows.seam_score`) and handed to the writer, which encodes them as they arrive, so
+    the clip is never held whole (except by GIF's one palette, and by a preview, which keeps the frames to
+    write them a second time).
     """
     from layeranim.pipelines.context_windows import SeamMeter
     from layeranim.video_io import write_preview, write_video
@@ -158,7 +159,7 @@ def write_clip(
 
     info = write_video(
         output,
-        writer_input(measured(_chunks(frames))),
+        measured(_chunks(frames)),  # streamed: the writer encodes chunks as they come
         fps,
         format=settings.format,
         quality=settings.quality,
@@ -166,6 +167,9 @@ def write_clip(
         alpha_mode=settings.alpha_mode,  # type: ignore[arg-type]
         loop=settings.loop,
         overwrite=overwrite,
+        codec=settings.codec,
+        dither=settings.dither,
+        alpha_threshold=settings.alpha_threshold,
     )
     seam = meter.value
     written: dict[str, Any] = {
