@@ -179,6 +179,47 @@ def test_fused_lora_equals_peft_layers_under_the_processors(tiny: ModelSpec, lor
     torch.testing.assert_close(unet_out(wrapped), unet_out(fused), rtol=1e-4, atol=1e-5)
 
 
+def test_lora_reaches_inter_frame_attention(tiny: ModelSpec, lora_a: Path) -> None:
+    """IFA's branch calls the host attention's to_k/to_v: with trained (here random) IFA weights, the fused
+    LoRA and the same LoRA as live peft layers on the motion UNet give the same output."""
+    from layeranim.models.inter_frame_attention import ifa_parameters
+
+    adapter = MotionAdapter.from_pretrained(Path(tiny.motion_adapter))  # type: ignore[arg-type]
+    generator = torch.Generator().manual_seed(0)
+    sample = torch.randn(1, 4, 3, 8, 8, generator=generator)
+    context = torch.randn(3, 77, 32, generator=generator)
+
+    def motion_unet(lora_first: bool) -> torch.nn.Module:
+        unet, _, _ = base_models(tiny)
+        if lora_first:
+            load_loras(unet, None, [LoraRef(str(lora_a), 0.7)], "sd15")
+        built = build_motion_unet(unet, adapter, apply_layerdiffuse(tiny, unet))
+        weights = torch.Generator().manual_seed(5)
+        with torch.no_grad():
+            for param in ifa_parameters(built.ifa_processors):  # the same "trained" W_Q', W_O' for both
+                param.copy_(0.1 * torch.randn(param.shape, generator=weights))
+        return built.unet
+
+    fused = motion_unet(lora_first=True)
+    wrapped = motion_unet(lora_first=False)
+    state_dict, alphas, metadata = StableDiffusionLoraLoaderMixin.lora_state_dict(
+        str(lora_a), return_lora_metadata=True
+    )
+    unet_only = {k: v for k, v in state_dict.items() if k.startswith("unet.")}
+    StableDiffusionLoraLoaderMixin.load_lora_into_unet(
+        unet_only, alphas, wrapped, adapter_name="a", metadata=metadata
+    )
+    wrapped.set_adapters(["a"], [0.7])
+    assert type(wrapped.get_submodule(PROBE)).__module__.startswith("peft")
+    with torch.no_grad():
+        expected = fused(sample, 10, encoder_hidden_states=context).sample
+        got = wrapped(sample, 10, encoder_hidden_states=context).sample
+        wrapped.disable_lora()
+        without = wrapped(sample, 10, encoder_hidden_states=context).sample
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(without, expected, atol=1e-4)
+
+
 def test_two_loras_compose_additively(tiny: ModelSpec, lora_a: Path, lora_b: Path) -> None:
     unet, _, _ = base_models(tiny)
     before = unet.get_submodule(PROBE).weight.clone()
