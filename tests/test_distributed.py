@@ -106,12 +106,16 @@ def test_shards_then_ranks_cover_the_batch_exactly_once(shards: int, world: int)
         process_slice(items, 2, 2)
 
 
-def test_process_device_gives_each_local_rank_its_gpu() -> None:
+def test_process_device_gives_each_local_rank_its_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     two = ProcessInfo(rank=3, world_size=4, local_rank=1)
     assert process_device("cuda", two) == torch.device("cuda", 1)
     assert process_device("cuda:0", two) == torch.device("cuda", 0)  # explicit: kept
     assert process_device("cpu", two) == torch.device("cpu")
     assert process_device("cuda", ProcessInfo()) == torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)  # srun --gpus-per-task 1: one visible GPU
+    assert process_device("cuda", two) == torch.device("cuda", 0)
 
 
 def record(index: int, status: str = "ok") -> dict[str, object]:

@@ -122,12 +122,14 @@ def process_slice(items: Sequence[T], rank: int, world_size: int) -> list[T]:
 
 def process_device(device: Any, process: ProcessInfo) -> Any:
     """The device a process renders on: a bare `cuda` becomes `cuda:LOCAL_RANK` when several processes
-    share a node; an explicit index (`cuda:1`) and other devices are kept as given."""
+    share a node (modulo the GPUs this process sees: under `srun --gpus-per-task 1` each task sees one,
+    `cuda:0`); an explicit index (`cuda:1`) and other devices are kept as given."""
     import torch
 
     chosen = torch.device(device)
     if chosen.type == "cuda" and chosen.index is None and process.distributed:
-        return torch.device("cuda", process.local_rank)
+        visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        return torch.device("cuda", process.local_rank % visible if visible else process.local_rank)
     if chosen.type == "cuda" and chosen.index is not None and process.distributed:
         logger.warning("every process renders on %s: give --device cuda for one GPU per process", chosen)
     return chosen
