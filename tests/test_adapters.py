@@ -420,3 +420,53 @@ def test_provenance_hashes_each_file(lora_a: Path, tmp_path: Path) -> None:
     (tmp_path / "b.safetensors").write_bytes(b"")
     with pytest.raises(UsageError, match="name the file"):
         provenance([LoraRef(str(tmp_path))])
+
+
+def test_sdxl_lora_reaches_both_text_encoders(tmp_path: Path, lora_a: Path) -> None:
+    """On the SDXL family the same loader fills the UNet and both text encoders; an SD1.5 LoRA is refused."""
+    from diffusers.loaders import StableDiffusionXLLoraLoaderMixin
+    from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    from test_sdxl import build_tiny_sdxl
+
+    parts = build_tiny_sdxl(tmp_path / "sdxl")
+    base = parts["base"]
+
+    def fresh() -> tuple[UNet2DConditionModel, CLIPTextModel, CLIPTextModelWithProjection]:
+        return (
+            UNet2DConditionModel.from_pretrained(base, subfolder="unet").eval(),
+            CLIPTextModel.from_pretrained(base, subfolder="text_encoder").eval(),
+            CLIPTextModelWithProjection.from_pretrained(base, subfolder="text_encoder_2").eval(),
+        )
+
+    unet, te1, te2 = fresh()
+    torch.manual_seed(6)
+    unet.add_adapter(
+        LoraConfig(r=RANK, lora_alpha=RANK, init_lora_weights=False, target_modules=SPATIAL_TARGETS)
+    )
+    for encoder in (te1, te2):
+        inject_adapter_in_model(
+            LoraConfig(r=RANK, lora_alpha=RANK, init_lora_weights=False, target_modules=TEXT_TARGETS), encoder
+        )
+    StableDiffusionXLLoraLoaderMixin.save_lora_weights(
+        tmp_path / "xl_lora",
+        unet_lora_layers=get_peft_model_state_dict(unet),
+        text_encoder_lora_layers=get_peft_model_state_dict(te1),
+        text_encoder_2_lora_layers=get_peft_model_state_dict(te2),
+    )
+    file = tmp_path / "xl_lora" / "pytorch_lora_weights.safetensors"
+    ids = torch.tensor([[21, 7, 22] + [22] * 74])
+
+    plain_unet, plain_te1, plain_te2 = fresh()
+    unet, te1, te2 = fresh()
+    load_loras(unet, te1, [LoraRef(str(file))], "sdxl", text_encoder_2=te2)
+    with torch.no_grad():
+        for plain, loaded in ((plain_te1, te1), (plain_te2, te2)):
+            assert not torch.allclose(plain(ids)[0], loaded(ids)[0], atol=1e-4)
+    name = "down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q"
+    tensors = load_file(str(file))
+    delta = tensors[f"unet.{name}.lora_B.weight"] @ tensors[f"unet.{name}.lora_A.weight"]
+    torch.testing.assert_close(unet.get_submodule(name).weight, plain_unet.get_submodule(name).weight + delta)
+    with pytest.raises(UsageError, match="32-wide text embeddings"):
+        load_loras(plain_unet, plain_te1, [LoraRef(str(lora_a))], "sdxl", text_encoder_2=plain_te2)
