@@ -274,8 +274,8 @@ def load_loras(
                 f"LoRA {lora.ref!r} (refs[{i}]) does not fit this {family} model: {why}. Use a LoRA trained "
                 f"for the model's family ({family})."
             )
-        kwargs: dict[str, Any] = {"unet_config": unet.config} if family == "sdxl" else {}
-        state_dict, network_alphas = loader.lora_state_dict(dict(raw), **kwargs)
+        # unet_config lets diffusers map LDM block names (input_blocks.*, as some A1111 files use) too.
+        state_dict, network_alphas = loader.lora_state_dict(dict(raw), unet_config=unet.config)
         metadata = None if network_alphas else _lora_metadata(header)
         if not any(key.startswith(("unet.", "text_encoder.", "text_encoder_2.")) for key in state_dict):
             state_dict = {f"unet.{key}": value for key, value in state_dict.items()}  # bare UNet keys
@@ -434,7 +434,8 @@ def read_embedding(path: Path, ref: str, token: str | None) -> tuple[str, torch.
         vectors, file_token = data["emb_params"], path.stem
     elif "clip_l" in data or "clip_g" in data:
         raise UsageError(
-            f"embedding {ref!r} is an SDXL embedding (clip_l/clip_g vectors); use one trained for SD1.5."
+            f"embedding {ref!r} is an SDXL embedding (clip_l/clip_g vectors); only SD1.5 embeddings (one "
+            "text encoder) are loaded, so use one trained for SD1.5."
         )
     elif len(data) == 1:
         file_token, vectors = next(iter(data.items()))
