@@ -340,7 +340,7 @@ def _load_text_encoder_lora(
     if not hasattr(encoder, "text_model"):  # transformers 5 flattens CLIPTextModel
         part = {k.removeprefix("text_model."): v for k, v in part.items()}
     config_kwargs = {
-        k.removeprefix(f"{prefix}."): v for k, v in (metadata or {}).items() if k.startswith(prefix)
+        k.removeprefix(f"{prefix}."): v for k, v in (metadata or {}).items() if k.startswith(f"{prefix}.")
     }
     if not config_kwargs:
         ranks = {k: int(v.shape[1]) for k, v in part.items() if "lora_B" in k and v.ndim == 2}
