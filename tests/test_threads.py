@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from layeranim.errors import UsageError
-from layeranim.threads import cgroup_cpu_quota, choose_threads, cpu_budget
+from layeranim.threads import busy_cpus, cgroup_cpu_quota, choose_threads, cpu_budget, free_cpus
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
@@ -22,7 +22,7 @@ os.sched_setaffinity(0, set(json.loads(sys.argv[1])))
 from layeranim.threads import apply_thread_policy, cpu_budget
 threads = json.loads(sys.argv[2])
 budget = cpu_budget()
-policy = apply_thread_policy(threads)
+policy = apply_thread_policy(threads, load_aware=False)  # the machine's other load must not decide here
 import torch
 print(json.dumps({"budget": budget, "threads": policy.threads, "torch": torch.get_num_threads(),
                   "source": policy.source, "wait": os.environ.get("OMP_WAIT_POLICY"),
@@ -106,3 +106,26 @@ def test_bad_thread_counts_are_usage_errors() -> None:
     for bad in (0, -2, True, 1.5):
         with pytest.raises(UsageError, match="threads"):
             choose_threads(bad)  # type: ignore[arg-type]
+
+
+def test_load_awareness_leaves_busy_cpus_to_their_processes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stat = tmp_path / "stat"
+    write(stat, "cpu  1 2 3\nprocs_running 2\nprocs_blocked 0\n")  # us + a one-core hog
+    assert busy_cpus(stat, samples=3, interval=0) == 1
+    assert free_cpus(2, stat) == 1
+    write(stat, "procs_running 9\n")  # an overloaded machine still gets one thread
+    assert free_cpus(2, stat) == 1
+    write(stat, "procs_running 1\n")
+    assert free_cpus(2, stat) == 2
+    assert busy_cpus(tmp_path / "missing") is None
+
+    import layeranim.threads as threads
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(threads, "cpu_budget", lambda: 2)
+    monkeypatch.setattr(threads, "free_cpus", lambda: 1)
+    assert choose_threads() == (1, "cpu budget, 1 CPU(s) busy with other processes", 2)
+    assert choose_threads(load_aware=False) == (2, "cpu budget", 2)
+    assert choose_threads(2) == (2, "threads", 2)  # an explicit count is not second-guessed

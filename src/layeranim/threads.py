@@ -6,7 +6,10 @@ worst of both: more threads than the process may run, each burning its time slic
 
 - the thread count is `cpu_budget()`: the CPUs this process may actually run on (its affinity mask),
   capped by a cgroup CPU quota (cgroup v2 `cpu.max`, v1 `cpu.cfs_quota_us / cpu.cfs_period_us`, rounded
-  down, at least 1); an explicit `threads` wins, then a user's `OMP_NUM_THREADS`;
+  down, at least 1), and, when `load_aware`, by the CPUs not already busy with other runnable processes
+  when the run starts (`procs_running` in /proc/stat, sampled briefly): an OpenMP region waits for its
+  slowest thread, so a thread that shares a core with another busy process makes every operation wait
+  for it; an explicit `threads` wins, then a user's `OMP_NUM_THREADS`;
 - OpenMP threads sleep instead of spinning while they wait (`OMP_WAIT_POLICY=PASSIVE`, unless the user
   set it). OpenMP reads that variable once, when torch loads it: `configure_env_before_torch()` must run
   before the first `import torch` in the process. The CLI entry point calls it first thing; library users
@@ -21,7 +24,9 @@ from __future__ import annotations
 import logging
 import math
 import os
+import statistics
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +38,9 @@ WAIT_POLICY = "PASSIVE"
 MAX_INTEROP_THREADS = 4  # inter-op parallelism is rare in inference; a few threads are plenty
 _CGROUP_ROOT = Path("/sys/fs/cgroup")
 _PROC_CGROUP = Path("/proc/self/cgroup")
+_PROC_STAT = Path("/proc/stat")
+LOAD_SAMPLES = 5  # /proc/stat samples, LOAD_SAMPLE_SECONDS apart: one snapshot is too noisy
+LOAD_SAMPLE_SECONDS = 0.02
 
 
 @dataclass(frozen=True)
@@ -128,6 +136,37 @@ def cpu_budget(cgroup_root: Path = _CGROUP_ROOT, proc_cgroup: Path = _PROC_CGROU
     return budget
 
 
+def busy_cpus(
+    proc_stat: Path = _PROC_STAT, samples: int = LOAD_SAMPLES, interval: float = LOAD_SAMPLE_SECONDS
+) -> int | None:
+    """CPUs kept busy by other runnable threads right now: the median of a few `procs_running` samples
+    minus this thread (None where /proc/stat is not readable)."""
+    counts = []
+    for sample in range(samples):
+        if sample:
+            time.sleep(interval)
+        try:
+            text = proc_stat.read_text()
+        except OSError:
+            return None
+        for line in text.splitlines():
+            if line.startswith("procs_running "):
+                counts.append(int(line.split()[1]))
+                break
+    if not counts:
+        return None
+    return max(0, int(statistics.median(counts)) - 1)
+
+
+def free_cpus(machine_cpus: int | None = None, proc_stat: Path = _PROC_STAT) -> int | None:
+    """CPUs of the machine not busy with other runnable threads (at least 1; None: unknown)."""
+    busy = busy_cpus(proc_stat)
+    if busy is None:
+        return None
+    total = machine_cpus if machine_cpus is not None else (os.cpu_count() or 1)
+    return max(1, total - busy)
+
+
 # ---------------------------------------------------------------------------------------------------
 # Applying it.
 
@@ -166,9 +205,10 @@ def configure_env_before_torch(threads: int | None = None) -> bool:
     return True
 
 
-def choose_threads(threads: int | None = None) -> tuple[int, str, int]:
+def choose_threads(threads: int | None = None, *, load_aware: bool = True) -> tuple[int, str, int]:
     """(thread count, where it came from, CPU budget): explicit `threads`, else the user's
-    `OMP_NUM_THREADS`, else `cpu_budget()`."""
+    `OMP_NUM_THREADS`, else `cpu_budget()`, lowered to the CPUs other processes leave free when
+    `load_aware`."""
     _check_threads(threads)
     budget = cpu_budget()
     if threads is not None:
@@ -178,13 +218,17 @@ def choose_threads(threads: int | None = None) -> tuple[int, str, int]:
     from_env = _user_omp_threads()
     if from_env is not None:
         return from_env, "OMP_NUM_THREADS", budget
+    if load_aware:
+        free = free_cpus()
+        if free is not None and free < budget:
+            return free, f"cpu budget, {budget - free} CPU(s) busy with other processes", budget
     return budget, "cpu budget", budget
 
 
-def apply_thread_policy(threads: int | None = None) -> ThreadPolicy:
+def apply_thread_policy(threads: int | None = None, *, load_aware: bool = True) -> ThreadPolicy:
     """Choose the thread count, set OpenMP's environment (if torch is not imported yet) and torch's pools."""
     env_applied = configure_env_before_torch(threads)
-    count, source, budget = choose_threads(threads)
+    count, source, budget = choose_threads(threads, load_aware=load_aware)
     import torch
 
     torch.set_num_threads(count)
