@@ -103,6 +103,9 @@ class ClipOutcome:
     image: Path | None = None  # generate's save_image
     manifest: Path | None = None
     input: str | None = None  # animate: the file stage two started from (the image or its latent)
+    target: str | None = None  # the delivery target, when one wrote the clip
+    delivered: list[Path] = field(default_factory=list)  # every file the target wrote (output is the first)
+    html: Path | None = None  # the player page of an mp4-stacked output
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -116,7 +119,10 @@ class ClipOutcome:
             "alpha": self.alpha,
             "middle_frame": self.middle_frame,
         }
-        for key in ("preview", "image", "manifest"):
+        if self.target is not None:
+            out["target"] = self.target
+            out["delivered"] = [str(path) for path in self.delivered]
+        for key in ("html", "preview", "image", "manifest"):
             if getattr(self, key) is not None:
                 out[key] = str(getattr(self, key))
         out["seed"] = self.seed
@@ -126,8 +132,10 @@ class ClipOutcome:
         return out
 
     def paths(self) -> list[Path]:
-        """The files written: the clip, then the preview, the stage-one image and the manifest if any."""
-        return [p for p in (self.output, self.preview, self.image, self.manifest) if p is not None]
+        """The files written: the clip (or every file of its target), then the page, the preview, the
+        stage-one image and the manifest if any."""
+        clips = self.delivered or [self.output]
+        return clips + [p for p in (self.html, self.preview, self.image, self.manifest) if p is not None]
 
 
 def resolve_seed(seed: int | None) -> int:
@@ -260,7 +268,7 @@ def animate(
     if request.output_settings.manifest:
         outcome.manifest = write_single_manifest(
             session,
-            output=request.output,
+            output=outcome.output if outcome.target is not None else request.output,
             prompt=request.prompt,
             negative_prompt=request.negative_prompt,
             seed=seed,
@@ -306,7 +314,7 @@ def generate(
     if request.output_settings.manifest:
         outcome.manifest = write_single_manifest(
             session,
-            output=request.output,
+            output=outcome.output if outcome.target is not None else request.output,
             prompt=request.prompt,
             negative_prompt=request.negative_prompt,
             seed=seed,
@@ -331,6 +339,9 @@ def _clip_outcome(written: dict[str, Any], middle: int, seed: int, timings: dict
         seed=seed,
         timings=timings,
         preview=Path(written["preview"]) if "preview" in written else None,
+        target=written.get("target"),
+        delivered=[Path(path) for path in written.get("delivered", [])],
+        html=Path(written["html"]) if "html" in written else None,
     )
 
 
