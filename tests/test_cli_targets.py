@@ -295,3 +295,85 @@ def test_a_batch_refuses_a_target(layeranim_home: Path, tmp_path: Path) -> None:
         app, ["generate", "--prompts", str(prompts), "-o", f"{tmp_path}/out/", "--target", "web", *TINY]
     )
     _assert_one_error_line(result, 2, "--target web", "batch")
+
+
+# ---------------------------------------------------------------------------------------------------
+# layers: the composite is delivered to OUT/TARGET/composite.*.
+
+STATIC_SCENE = """
+[canvas]
+width = 64
+height = 64
+frames = 4
+fps = 8
+
+[[layer]]
+name = "back"
+image = "back.png"
+
+[[layer]]
+name = "badge"
+image = "badge.png"
+position = [16, 8]
+opacity = 0.5
+"""
+
+
+def _static_scene(folder: Path) -> Path:
+    back = np.zeros((64, 64, 4), np.uint8)
+    back[8:56, 4:60] = (30, 140, 200, 255)
+    Image.fromarray(back).save(folder / "back.png")
+    badge = np.zeros((32, 32, 4), np.uint8)
+    badge[4:28, 4:28] = (250, 200, 10, 200)
+    Image.fromarray(badge).save(folder / "badge.png")
+    scene = folder / "scene.toml"
+    scene.write_text(STATIC_SCENE)
+    return scene
+
+
+def test_layers_delivers_the_composite(tmp_path: Path) -> None:
+    scene = _static_scene(tmp_path)
+    out = tmp_path / "out"
+    args = ["layers", str(scene), "-o", str(out), "--format", "mkv", "--target", "sprites", "--json"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    folder = out / "sprites"
+    names = ["composite.png", "composite.json", "composite.aseprite.json", "composite.delivery.json"]
+    assert report["target"] == "sprites"
+    assert report["delivered"] == [str(folder / name) for name in names]
+    # The sheet holds the composite's frames (both lossless: FFV1 and PNG).
+    with av.open(str(out / "composite.mkv")) as container:
+        composite = [frame.to_ndarray(format="rgba") for frame in container.decode(video=0)]
+    packer = json.loads((folder / "composite.json").read_text())
+    sheet = np.asarray(Image.open(folder / "composite.png").convert("RGBA"))
+    assert len(packer["frames"]) == len(composite) == 4
+    for index, name in enumerate(sorted(packer["frames"])):
+        rect = packer["frames"][name]["frame"]
+        cell = sheet[rect["y"] : rect["y"] + rect["h"], rect["x"] : rect["x"] + rect["w"]]
+        visible = composite[index][..., 3] > 0
+        np.testing.assert_array_equal(cell[..., 3], composite[index][..., 3])
+        np.testing.assert_array_equal(cell[visible], composite[index][visible])
+    info = json.loads((out / "scene.json").read_text())
+    assert info["delivery"]["status"] == "rendered"
+    assert {f"sprites/{name}" for name in names} <= set(info["written"])
+
+    # A re-run leaves the delivered files alone; another target adds its own folder.
+    before = {path: path.stat().st_mtime_ns for path in folder.iterdir()}
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0, again.stderr
+    assert json.loads((out / "scene.json").read_text())["delivery"]["status"] == "skipped"
+    assert {path: path.stat().st_mtime_ns for path in folder.iterdir()} == before
+    unity = CliRunner().invoke(app, [*args[:-3], "--target", "unity"])
+    assert unity.exit_code == 0, unity.stderr
+    assert _video(out / "unity" / "composite.webm")[0] == "vp8"
+
+
+def test_layers_target_apple_off_macos(tmp_path: Path) -> None:
+    if hevc_alpha_available():
+        pytest.skip("this PyAV has hevc_videotoolbox (macOS)")
+    scene = _static_scene(tmp_path)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["layers", str(scene), "-o", str(out), "--target", "apple"])
+    _assert_one_error_line(result, 1, "VideoToolbox")
+    assert not out.exists()
