@@ -377,3 +377,38 @@ def test_layers_target_apple_off_macos(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["layers", str(scene), "-o", str(out), "--target", "apple"])
     _assert_one_error_line(result, 1, "VideoToolbox")
     assert not out.exists()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Help and the library.
+
+
+@pytest.mark.parametrize("command", [["convert"], ["generate"], ["animate"], ["layers", "render"]])
+def test_help_shows_the_targets_table(command: list[str]) -> None:
+    from layeranim.delivery import target_names
+
+    result = CliRunner().invoke(app, [*command, "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.stderr
+    assert "--target" in result.stdout and "Delivery targets" in result.stdout
+    for name in target_names():
+        assert re.search(rf"^\s*│?\s*{name}\s{{2,}}", result.stdout, flags=re.M), name
+
+
+def test_library_request_carries_the_target(source: Path, tmp_path: Path) -> None:
+    from layeranim.errors import UsageError
+    from layeranim.render.convert import ConvertRequest, convert
+    from layeranim.render.settings import OutputSettings
+
+    settings = OutputSettings(target="Godot")
+    assert settings.target == "godot"
+    outcome = convert(ConvertRequest(source, tmp_path / "hero", output_settings=settings))
+    assert outcome.delivered == [
+        tmp_path / name for name in ("hero_frames", "hero.png", "hero.tres", "hero.delivery.json")
+    ]
+    assert outcome.info.frames == FRAMES and outcome.to_json()["target"] == "godot"
+    with pytest.raises(UsageError, match=r"target='nope'"):
+        OutputSettings(target="nope")
+    with pytest.raises(UsageError, match=r"alpha_mode='premultiplied' cannot be combined with target='web'"):
+        OutputSettings(target="web", alpha_mode="premultiplied")
+    with pytest.raises(UsageError, match=r"html=True cannot be combined"):
+        OutputSettings(target="web", html=True)
