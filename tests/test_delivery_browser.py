@@ -104,7 +104,11 @@ def test_web_page_serves_the_webm_or_the_stacked_mp4(
     assert 'src="clip.webm"' in text and 'src="clip.stacked.mp4"' in text
     if prefer is not None:  # what Safari gets: the page's own choice, forced here
         page.write_text(
-            text.replace("data-layeranim-stacked>", f'data-layeranim-stacked data-prefer="{prefer}">', 1)
+            text.replace(
+                "data-layeranim-stacked data-clip",
+                f'data-layeranim-stacked data-prefer="{prefer}" data-clip',
+                1,
+            )
         )
     pixels, dom = screenshot(page, width=320, height=240)
     assert _renderer(dom) == renderer
