@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from layeranim import video_io
+from layeranim import safety, video_io
 from layeranim.errors import UsageError
 
 logger = logging.getLogger(__name__)
@@ -155,6 +155,9 @@ def make_synthetic_dataset(
 ) -> SynthDataset:
     """Write `clips` sprite videos (+ captions) into `folder`, atomically (the folder appears when complete).
 
+    An existing `folder` is replaced only with `overwrite=True`, and only when everything in it was written
+    by layeranim (its `.layeranim-owned.json` lists it); a folder holding anything else is refused.
+
     `format` is a `video_io` format name or extension (webm, mov, mkv, apng, webp, …); `captions` is `txt`
     (a `clip_000.txt` beside each clip) or `jsonl` (one `metadata.jsonl`). The same seed gives the same clips.
     """
@@ -164,6 +167,11 @@ def make_synthetic_dataset(
         raise UsageError(f"--frames {frames} must be at least 2.")
     if width < 8 or height < 8:
         raise UsageError(f"--width/--height {width}×{height} must be at least 8×8 pixels.")
+    if frames > safety.MAX_FRAMES:
+        raise UsageError(f"--frames {frames} is over the limit of {safety.MAX_FRAMES}; use fewer frames.")
+    # One clip is in memory at a time (uint8 RGBA, plus the encoder's copies): refuse what cannot fit
+    # before numpy tries to allocate it.
+    safety.check_image_size(width, height, frames, option="--width/--height", max_side=safety.MAX_SIDE)
     if captions not in CAPTION_STYLES:
         raise UsageError(f"--captions {captions!r} is not one of {', '.join(CAPTION_STYLES)}.")
     spec = _alpha_format(format)
@@ -173,7 +181,8 @@ def make_synthetic_dataset(
     rng = np.random.default_rng(seed)
     written: list[Path] = []
     texts: list[str] = []
-    with video_io.atomic_output(folder, overwrite, directory=True) as staging:
+    # Only a folder that layeranim itself wrote (all of it) may be replaced: the user's own files survive.
+    with safety.replace_folder_contents(folder, overwrite) as staging:
         metadata_lines: list[str] = []
         for index in range(clips):
             motion = random_motion(rng, width, height)
