@@ -135,7 +135,14 @@ def convert(
         )
         main = planned[0][1]  # the preview goes beside the target's first file
     else:
-        spec = video_io.check_output(request.output, format=settings.format, overwrite=settings.overwrite)
+        spec = video_io.check_output(
+            request.output,
+            format=settings.format,
+            overwrite=settings.overwrite,
+            codec=settings.codec,
+            dither=settings.dither,
+            alpha_threshold=settings.alpha_threshold,
+        )
         if settings.html:
             check_html_target(request.output, spec.name, overwrite=settings.overwrite)
         main = request.output
@@ -192,6 +199,9 @@ def convert(
             loop=settings.loop,
             overwrite=settings.overwrite,
             progress=_phase(progress, "write"),
+            codec=settings.codec,
+            dither=settings.dither,
+            alpha_threshold=settings.alpha_threshold,
         )
         format_name = spec.name
     html = None

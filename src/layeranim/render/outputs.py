@@ -92,7 +92,14 @@ def check_clip_targets(output: Path, settings: OutputSettings) -> Path:
         )
         main = planned[0][1]
     else:
-        spec = check_output(output, format=settings.format, overwrite=settings.overwrite)
+        spec = check_output(
+            output,
+            format=settings.format,
+            overwrite=settings.overwrite,
+            codec=settings.codec,
+            dither=settings.dither,
+            alpha_threshold=settings.alpha_threshold,
+        )
         if settings.html:
             check_html_target(output, spec.name, overwrite=settings.overwrite)
         main = output
@@ -209,6 +216,9 @@ def write_clip(
             alpha_mode=settings.alpha_mode,  # type: ignore[arg-type]
             loop=settings.loop,
             overwrite=overwrite,
+            codec=settings.codec,
+            dither=settings.dither,
+            alpha_threshold=settings.alpha_threshold,
         )
     written: dict[str, Any] = {
         "output": str(info.path),

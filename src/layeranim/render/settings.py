@@ -189,7 +189,8 @@ class OutputSettings:
     CRF of webm (0-63) or the quality of lossy webp (0-100); `lossless` None keeps the format's own mode;
     `alpha_mode` stores straight (default) or premultiplied colour; `loop` counts plays of an animated
     image (0: forever). `preview` also writes a checkerboard preview, `manifest` a JSON manifest
-    (`OUTPUT.json`; batches always write one). Nothing is replaced without `overwrite=True`.
+    (`OUTPUT.json`; batches always write one). Nothing is replaced without `overwrite=True`. `codec`
+    picks mp4-stacked's codec (h264 or av1); `dither` and `alpha_threshold` tune GIF output.
 
     `target` names a delivery target (`layeranim.delivery.TARGETS`: web, unity, godot, sprites, premiere,
     aftereffects, resolve, apple) that chooses the formats, settings and side files; the output path is
@@ -206,6 +207,9 @@ class OutputSettings:
     preview: bool = False
     manifest: bool = False
     overwrite: bool = False
+    codec: str | None = None
+    dither: str | None = None
+    alpha_threshold: int | None = None
     target: str | None = None
     html: bool = False
 
@@ -234,6 +238,9 @@ class OutputSettings:
             "lossless": self.lossless is not None,
             "alpha_mode": self.alpha_mode != "straight",
             "loop": self.loop != 0,
+            "codec": self.codec is not None,
+            "dither": self.dither is not None,
+            "alpha_threshold": self.alpha_threshold is not None,
             "html": self.html,
         }
         for name, given in chosen.items():
@@ -272,8 +279,17 @@ def render_params(
         "preview": output.preview,
         "frames": frames,
         "fps": fps,
-        # Only when set, so the render keys of earlier batches (which had no targets) stay the same.
-        **({"target": output.target} if output.target is not None else {}),
+        # Newer settings enter only when set, so earlier manifests' keys (and skips) still match.
+        **{
+            name: value
+            for name, value in (
+                ("codec", output.codec),
+                ("dither", output.dither),
+                ("alpha_threshold", output.alpha_threshold),
+                ("target", output.target),
+            )
+            if value is not None
+        },
     }
 
 
