@@ -24,10 +24,6 @@ from layeranim import video_io
 from layeranim.cli import app
 from layeranim.delivery.apple import hevc_alpha_available
 
-STACKED = "mp4-stacked" in video_io.format_names()
-needs_stacked = pytest.mark.skipif(
-    not STACKED, reason="video_io has no 'mp4-stacked' format yet (it lands with the vio branch)"
-)
 FPS = 24
 
 
@@ -176,7 +172,6 @@ def test_sprites_writes_sheet_and_both_jsons(source: Path, tmp_path: Path) -> No
     _check_record(base, "sprites", ["walk.png", "walk.json", "walk.aseprite.json"])
 
 
-@needs_stacked
 def test_web_writes_webm_stacked_mp4_and_page(source: Path, tmp_path: Path) -> None:
     base = tmp_path / "clip"
     result = _convert(str(source), str(base), "--target", "web")
@@ -228,7 +223,6 @@ def test_html_is_refused_for_other_formats(source: Path, tmp_path: Path) -> None
     assert list(tmp_path.iterdir()) == []
 
 
-@needs_stacked
 def test_html_writes_the_player_page_beside_a_stacked_mp4(source: Path, tmp_path: Path) -> None:
     video = tmp_path / "clip.mp4"
     result = _convert(str(source), str(video), "--format", "mp4-stacked", "--html", "--json")

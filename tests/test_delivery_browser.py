@@ -79,8 +79,6 @@ def test_stacked_page_composites_over_the_page_colour(
 
 @needs_chromium
 def test_stacked_page_plays_video_io_mp4_stacked(tmp_path: Path) -> None:
-    if "mp4-stacked" not in video_io.format_names():
-        pytest.skip("video_io has no 'mp4-stacked' format yet (it lands on the vio branch)")
     clip = _still_clip()
     video = tmp_path / "clip.mp4"
     video_io.write_video(video, clip, 24, format="mp4-stacked")
