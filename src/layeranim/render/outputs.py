@@ -126,7 +126,7 @@ def check_html_target(output: Path, format_name: str, *, overwrite: bool) -> Non
     if format_name != "mp4-stacked":
         raise UsageError(
             f"html=True writes a player page for an mp4-stacked output, and {str(output)!r} is written as "
-            f"{format_name}; pass format='mp4-stacked', or drop html.",
+            f"{format_name}; pass format='mp4-stacked', or drop html=True.",
             argument="html",
         )
     page = html_page_path(output)
