@@ -70,6 +70,10 @@ FLAGS: dict[str, str] = {
     "codec": "--codec",
     "dither": "--dither",
     "alpha_threshold": "--alpha-threshold",
+    "target": "--target",
+    "video_format": "--format",
+    "html": "--html",
+    "evaluate": "--eval",
 }
 # Booleans whose True (or, for `tta`, False) is a flag of its own.
 SWITCHES: dict[str, str] = {
@@ -82,6 +86,8 @@ SWITCHES: dict[str, str] = {
     "seamless=True": "--seamless",
     "lossless=True": "--lossless",
     "lossless=False": "--lossy",
+    "html=True": "--html",
+    "evaluate=True": "--eval",
 }
 
 _NAMES = "|".join(sorted(FLAGS, key=len, reverse=True))

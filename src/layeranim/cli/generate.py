@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from layeranim.cli._batch import run_cli_batch
-from layeranim.cli._common import JsonOpt, QuietOpt, app, print_json
+from layeranim.cli._common import JsonOpt, QuietOpt, app, print_json, targets_epilog
 from layeranim.cli._options import CLIP, OUTPUT, SAMPLING, ClipOptions, model_options, with_option_groups
 from layeranim.cli._render import notifier, quiet_third_party_logs, stage_progress
 from layeranim.errors import UsageError
@@ -28,7 +28,9 @@ from layeranim.render.settings import (
     '  layeranim generate "a paper lantern swaying" -o lantern.webm\n\n'
     '  layeranim generate "a paper lantern swaying" -o lantern.mov --save-image lantern.png --seed 7\n\n'
     '  layeranim generate "a paper lantern swaying" --preset tiny -o out/lantern.webm --json\n\n'
-    '  layeranim generate "a flag waving" -o flag.webp --frames 96 --seamless --base-position start',
+    '  layeranim generate "a flag waving" -o flag.webp --frames 96 --seamless --base-position start'
+    + "\n\n"
+    + targets_epilog(),
 )
 @with_option_groups(clip=CLIP, sampling=SAMPLING, models=model_options(animate=True), output_settings=OUTPUT)
 def generate(
@@ -63,6 +65,14 @@ def generate(
         Path | None,
         typer.Option("--save-image", help="Also write stage one's RGBA image (.png or .webp) here."),
     ] = None,
+    evaluate: Annotated[
+        bool,
+        typer.Option(
+            "--eval",
+            help="Batch mode: measure each clip (CLIP score, motion, alpha stability …, as `layeranim eval`; "
+            "the tiny random CLIP with --preset tiny) and store the metrics in its manifest and the summary.",
+        ),
+    ] = False,
     json_output: JsonOpt = False,
     quiet: QuietOpt = False,
     *,
@@ -82,6 +92,10 @@ def generate(
     if prompts is not None and save_image is not None:
         raise UsageError("--save-image names one file; it cannot be used with --prompts.")
     sampling = dataclasses.replace(sampling, image_steps=image_steps, image_guidance=image_guidance)
+    if prompts is None and evaluate:
+        raise UsageError(
+            "--eval measures a batch; use it with --prompts FILE (or run `layeranim eval` on the clip)."
+        )
     quiet_third_party_logs()
 
     # 2. Batch mode: plan, skip finished items, render the rest, report each.
@@ -100,6 +114,7 @@ def generate(
             sampling=sampling,
             output_settings=output_settings,
             models=models,
+            evaluate=evaluate,
         )
         raise typer.Exit(run_cli_batch(batch, json_output=json_output, quiet=quiet))
 

@@ -75,29 +75,99 @@ def make_parent_dir(output: Path) -> None:
         raise LayerAnimError(f"cannot create the output folder {str(folder)!r}: {exc.strerror}.") from exc
 
 
-def check_clip_targets(output: Path, settings: OutputSettings) -> None:
-    """Refuse, before any model loads, a clip whose file, preview or manifest exists (without overwrite)."""
+def check_clip_targets(output: Path, settings: OutputSettings) -> Path:
+    """Refuse, before any model loads, a clip whose file, preview or manifest exists (without overwrite).
+
+    With `settings.target`, `output` is the delivery's base name and every file of the target is
+    checked. Returns the main file: `output`, or the target's first file (the manifest and the preview
+    go beside it).
+    """
     from layeranim.video_io import check_output, preview_path
 
     make_parent_dir(output)
-    check_output(
-        output,
-        format=settings.format,
-        overwrite=settings.overwrite,
-        codec=settings.codec,
-        dither=settings.dither,
-        alpha_threshold=settings.alpha_threshold,
+    if settings.target is not None:
+        from layeranim.delivery import check_delivery
+
+        planned = check_delivery(
+            settings.target, output, overwrite=settings.overwrite, video_format=settings.format
+        )
+        main = planned[0][1]
+    else:
+        spec = check_output(
+            output,
+            format=settings.format,
+            overwrite=settings.overwrite,
+            codec=settings.codec,
+            dither=settings.dither,
+            alpha_threshold=settings.alpha_threshold,
+        )
+        if settings.html:
+            check_html_target(output, spec.name, overwrite=settings.overwrite)
+        main = output
+    if settings.preview and preview_path(main).exists() and not settings.overwrite:
+        raise OutputExistsError(
+            f"preview {str(preview_path(main))!r} exists; pass overwrite=True to replace it.",
+            argument="overwrite",
+        )
+    if settings.manifest and manifest_path(main).exists() and not settings.overwrite:
+        raise OutputExistsError(
+            f"manifest {str(manifest_path(main))!r} exists; pass overwrite=True to replace it.",
+            argument="overwrite",
+        )
+    return main
+
+
+def html_page_path(output: Path) -> Path:
+    """Where `html=True` writes the player page of an mp4-stacked output: `clip.mp4` → `clip.html`."""
+    return Path(output).with_suffix(".html")
+
+
+def check_html_target(output: Path, format_name: str, *, overwrite: bool) -> None:
+    """`html=True` needs an mp4-stacked output, and its page must not exist (without overwrite)."""
+    if format_name != "mp4-stacked":
+        raise UsageError(
+            f"html=True writes a player page for an mp4-stacked output, and {str(output)!r} is written as "
+            f"{format_name}; pass format='mp4-stacked', or drop html=True.",
+            argument="html",
+        )
+    page = html_page_path(output)
+    if page.exists() and not overwrite:
+        raise OutputExistsError(
+            f"page {str(page)!r} exists; pass overwrite=True to replace it.", argument="overwrite"
+        )
+
+
+def deliver_clip(
+    output: Path, frames_fhwc_uint8: np.ndarray, fps: float, settings: OutputSettings, *, overwrite: bool
+) -> tuple[Any, list[Any]]:
+    """Write `settings.target`'s files named after base `output`: (info on the main file, what was written).
+
+    The info is `video_io.probe` of the main video, or for a target whose main output is a PNG folder or
+    a sprite sheet, the same fields filled in from the frames.
+    """
+    from layeranim import video_io
+    from layeranim.delivery import deliver
+
+    assert settings.target is not None  # callers check
+    delivered = deliver(
+        frames_fhwc_uint8, settings.target, output, fps, overwrite=overwrite, video_format=settings.format
     )
-    if settings.preview and preview_path(output).exists() and not settings.overwrite:
-        raise OutputExistsError(
-            f"preview {str(preview_path(output))!r} exists; pass overwrite=True to replace it.",
-            argument="overwrite",
-        )
-    if settings.manifest and manifest_path(output).exists() and not settings.overwrite:
-        raise OutputExistsError(
-            f"manifest {str(manifest_path(output))!r} exists; pass overwrite=True to replace it.",
-            argument="overwrite",
-        )
+    main = delivered[0]
+    if main.kind == "video":
+        return video_io.probe(main.path), delivered
+    frames, height, width = frames_fhwc_uint8.shape[:3]
+    info = video_io.VideoInfo(
+        path=main.path,
+        format=main.format or main.kind,
+        codec="png",
+        pix_fmt="rgba",
+        frames=int(frames),
+        fps=float(fps),
+        width=int(width),
+        height=int(height),
+        has_alpha=True,
+    )
+    return info, delivered
 
 
 def check_image_target(path: Path, *, name: str, overwrite: bool) -> None:
@@ -141,14 +211,18 @@ def write_clip(
     `frames` is one array or an iterable of chunks (a streamed decode): chunks are measured as they pass
     (the seam score: last→first frame difference over the median step, see
     `pipelines.context_windows.seam_score`) and handed to the writer, which encodes them as they arrive, so
-    the clip is never held whole (except by GIF's one palette, and by a preview, which keeps the frames to
-    write them a second time).
+    the clip is never held whole (except by GIF's one palette, by a delivery target, whose sheets and
+    engine files need every frame, and by a preview, which writes the frames a second time).
+
+    With `settings.target`, `output` is a base name and the target's files are written (`delivered`);
+    with `settings.html`, the player page of the mp4-stacked output too (`html`).
     """
     from layeranim.pipelines.context_windows import SeamMeter
     from layeranim.video_io import write_preview, write_video
 
     meter = SeamMeter()
-    kept: list[np.ndarray] | None = [] if settings.preview else None
+    held = settings.preview or settings.target is not None
+    kept: list[np.ndarray] | None = [] if held else None
 
     def measured(chunks: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
         for chunk in chunks:
@@ -157,20 +231,27 @@ def write_clip(
                 kept.append(chunk)
             yield chunk
 
-    info = write_video(
-        output,
-        measured(_chunks(frames)),  # streamed: the writer encodes chunks as they come
-        fps,
-        format=settings.format,
-        quality=settings.quality,
-        lossless=settings.lossless,
-        alpha_mode=settings.alpha_mode,  # type: ignore[arg-type]
-        loop=settings.loop,
-        overwrite=overwrite,
-        codec=settings.codec,
-        dither=settings.dither,
-        alpha_threshold=settings.alpha_threshold,
-    )
+    stream = measured(_chunks(frames))
+    delivered: list[Any] = []
+    if settings.target is not None:
+        frames_fhwc_uint8 = np.concatenate(list(stream))
+        info, delivered = deliver_clip(output, frames_fhwc_uint8, fps, settings, overwrite=overwrite)
+        output = info.path  # the preview goes beside the target's main file
+    else:
+        info = write_video(
+            output,
+            stream,  # streamed: the writer encodes chunks as they come
+            fps,
+            format=settings.format,
+            quality=settings.quality,
+            lossless=settings.lossless,
+            alpha_mode=settings.alpha_mode,  # type: ignore[arg-type]
+            loop=settings.loop,
+            overwrite=overwrite,
+            codec=settings.codec,
+            dither=settings.dither,
+            alpha_threshold=settings.alpha_threshold,
+        )
     seam = meter.value
     written: dict[str, Any] = {
         "output": str(info.path),
@@ -183,7 +264,15 @@ def write_clip(
         "alpha": info.has_alpha,
         "seam_score": round(seam, 4) if math.isfinite(seam) else None,
     }
-    if kept is not None:
+    if delivered:
+        written["target"] = settings.target
+        written["delivered"] = [str(item.path) for item in delivered]
+    if settings.html:
+        from layeranim.delivery import write_stacked_html
+
+        page = write_stacked_html(info.path, html_page_path(info.path), overwrite=overwrite)
+        written["html"] = str(page)
+    if settings.preview and kept is not None:
         written["preview"] = str(write_preview(output, np.concatenate(kept), fps, overwrite=overwrite))
     if not info.has_alpha and notify is not None:
         notify("warning: the written file stores no alpha channel.")
