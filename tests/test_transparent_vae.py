@@ -5,8 +5,10 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from diffusers import AutoencoderKL
 from safetensors.torch import save_file
 
@@ -21,7 +23,7 @@ from layeranim.models import (
     pad_rgb,
     rgba_to_uint8,
 )
-from layeranim.models.transparent_vae import lower_median
+from layeranim.models.transparent_vae import area_downsample, lower_median
 
 KEYS_FILE = Path(__file__).parent / "data" / "layerdiffuse_keys.txt"
 TINY_DECODER = {"block_out_channels": (8,) * 7, "norm_num_groups": 4}
@@ -260,6 +262,49 @@ def test_pad_rgb_keeps_opaque_colour_and_extrapolates_under_zero_alpha() -> None
         colour.expand(1, 3, 30, 45) * alpha[:1] + (1 - alpha[:1]) * torch.rand(1, 3, 30, 45), alpha[:1]
     )
     torch.testing.assert_close(flat, colour.expand(1, 3, 30, 45))  # a single colour fills everything
+
+
+def layerdiffuse_pad_rgb_cv2(rgba_hwc_01: np.ndarray) -> np.ndarray:
+    """LayerDiffuse's `build_alpha_pyramid` + `pad_rgb` (lib_layerdiffusion/utils.py), restated with OpenCV:
+    INTER_AREA down by 1.2 per level (sizes truncated) until a side is 1, INTER_LINEAR back up."""
+    cv2 = pytest.importorskip("cv2")
+    color, alpha = rgba_hwc_01[..., :3], rgba_hwc_01[..., 3:]
+    pyramid = []
+    level_color, level_alpha = color * alpha, alpha
+    while True:
+        pyramid.append((level_color, level_alpha))
+        height, width = level_alpha.shape[:2]
+        if min(height, width) == 1:
+            break
+        size = (int(width / 1.2), int(height / 1.2))  # OpenCV sizes are (width, height)
+        level_color = cv2.resize(level_color, size, interpolation=cv2.INTER_AREA)
+        level_alpha = cv2.resize(level_alpha, size, interpolation=cv2.INTER_AREA)[:, :, None]
+    top_color, top_alpha = pyramid[-1]
+    fill = top_color.sum(axis=(0, 1), keepdims=True) / top_alpha.sum(axis=(0, 1), keepdims=True).clip(1e-8)
+    for level_color, level_alpha in reversed(pyramid):
+        height, width = level_color.shape[:2]
+        fill = cv2.resize(fill, (width, height), interpolation=cv2.INTER_LINEAR)
+        fill = level_color + fill * (1.0 - level_alpha)
+    return fill
+
+
+@pytest.mark.parametrize(("height", "width"), [(64, 64), (100, 83), (37, 130)])
+def test_pad_rgb_equals_layerdiffuse_with_opencv_inter_area(height: int, width: int) -> None:
+    generator = np.random.default_rng(height * 1000 + width)
+    rgba = generator.random((height, width, 4), dtype=np.float32)
+    rgba[..., 3] = np.where(generator.random((height, width)) < 0.4, 0.0, rgba[..., 3])  # holes to fill
+    rgba[height // 3 :, : width // 2, 3] = 0.0  # and a large transparent region
+    expected = layerdiffuse_pad_rgb_cv2(rgba)
+    rgba_b4hw = torch.from_numpy(rgba).permute(2, 0, 1)[None]
+    padded = pad_rgb(rgba_b4hw[:, :3], rgba_b4hw[:, 3:])[0].permute(1, 2, 0).numpy()
+    assert np.abs(padded - expected).max() < 1e-5
+    # torch's own "area" mode is not OpenCV's at these fractional ratios: the test can tell them apart.
+    level = torch.from_numpy(rgba[..., :1]).permute(2, 0, 1)[None]
+    size = (int(height / 1.2), int(width / 1.2))
+    cv2 = pytest.importorskip("cv2")
+    reference = cv2.resize(rgba[..., 0], size[::-1], interpolation=cv2.INTER_AREA)
+    assert np.abs(area_downsample(level, size)[0, 0].numpy() - reference).max() < 1e-6
+    assert np.abs(F.interpolate(level, size=size, mode="area")[0, 0].numpy() - reference).max() > 1e-3
 
 
 def test_encode_uses_the_gray_composite_and_alpha_first_encoder_input(

@@ -19,7 +19,12 @@ import torch
 from layeranim.components import Components, ModelSpec, load_components, load_motion_adapter
 from layeranim.devices import generator_for
 from layeranim.errors import UsageError
-from layeranim.pipelines._schedulers import DEFAULT_SCHEDULER, make_scheduler
+from layeranim.pipelines._schedulers import (
+    DEFAULT_VIDEO_SCHEDULE,
+    make_image_scheduler,
+    make_video_scheduler,
+    stage_scheduler_facts,
+)
 from layeranim.pipelines.layeranimate import LayerAnimatePipeline, MotionUNet, build_motion_unet
 from layeranim.pipelines.layerdiffuse import LayerDiffusePipeline
 
@@ -57,7 +62,9 @@ class RenderSession:
     spec: ModelSpec
     device: torch.device
     dtype: torch.dtype
-    scheduler: str = DEFAULT_SCHEDULER
+    scheduler: str | None = None  # stage one's sampler (None: the family's default); stage two's too if
+    video_scheduler: str | None = None  # ... this is None (then None: DDIM)
+    video_schedule: str = DEFAULT_VIDEO_SCHEDULE  # "animatediff" (its training betas) or "base"
     ifa_weights: Path | None = None
     offload: str = "none"  # none | model | sequential (accelerate's CPU-offload hooks)
     # Stage two will run (animate, generate): checked early, and built before any offloading.
@@ -122,6 +129,16 @@ class RenderSession:
             out["ifa_weights"] = str(self.ifa_weights)
         return out
 
+    def scheduler_facts(self) -> dict[str, dict[str, object]]:
+        """Per stage: sampler, beta schedule and timestep spacing (for manifests and --json)."""
+        return stage_scheduler_facts(
+            self.components.scheduler.config,
+            family=self.components.family,
+            image_scheduler=self.scheduler,
+            video_scheduler=self.video_scheduler or self.scheduler,
+            video_schedule=self.video_schedule,
+        )
+
     def _offloaded(self, pipe: PipelineT) -> PipelineT:
         """Apply the offload mode. Called for every new pipeline: the two stages share the VAE, the text
         encoder and the transparency models, so their hooks are (re)installed for the stage about to run."""
@@ -143,7 +160,7 @@ class RenderSession:
                 text_encoder=c.text_encoder,
                 tokenizer=c.tokenizer,
                 unet=c.unet,
-                scheduler=make_scheduler(self.scheduler, c.scheduler.config),
+                scheduler=make_image_scheduler(c.scheduler.config, self.scheduler, family=c.family),
                 transparent_decoder=c.transparent_decoder,
                 transparent_encoder=c.transparent_encoder,
                 text_encoder_2=c.text_encoder_2,
@@ -159,7 +176,9 @@ class RenderSession:
                 text_encoder=c.text_encoder,
                 tokenizer=c.tokenizer,
                 unet=self.motion.unet,
-                scheduler=make_scheduler(self.scheduler, c.scheduler.config),
+                scheduler=make_video_scheduler(
+                    c.scheduler.config, self.video_scheduler or self.scheduler, schedule=self.video_schedule
+                ),
                 transparent_decoder=c.transparent_decoder,
                 transparent_encoder=c.transparent_encoder,
             )

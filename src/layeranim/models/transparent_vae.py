@@ -143,22 +143,52 @@ class TransparentVAEEncoder(ModelMixin, ConfigMixin):
         return model
 
 
+def area_weights(source: int, target: int, *, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(target, source) weights of an exact area-average downscale along one axis (OpenCV `INTER_AREA`).
+
+    Output cell i covers the source interval [i·s, (i + 1)·s) with s = source / target; each source pixel
+    j weighs its overlap with that interval divided by s (fractional coverage at both ends). As in
+    OpenCV's `computeResizeAreaTab`, partial overlaps of at most 1e-3 are dropped (not renormalised).
+    """
+    if not 1 <= target <= source:
+        raise ValueError(f"area_weights downscales: need 1 <= target <= source, got {target} and {source}.")
+    scale = source / target
+    start = torch.arange(target, dtype=torch.float64)[:, None] * scale  # i·s
+    left = torch.arange(source, dtype=torch.float64)[None, :]  # pixel j spans [j, j + 1)
+    overlap = ((start + scale).clamp(max=source).minimum(left + 1) - start.maximum(left)).clamp(min=0)
+    overlap = torch.where(overlap > 1e-3, overlap, torch.zeros_like(overlap))
+    return (overlap / scale).to(dtype)
+
+
+def area_downsample(x_bchw: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Downscale (b, c, h, w) to `size` = (height, width) by exact area averaging (separable, no OpenCV)."""
+    rows = area_weights(x_bchw.shape[-2], size[0], dtype=x_bchw.dtype).to(x_bchw.device)  # (H', h)
+    cols = area_weights(x_bchw.shape[-1], size[1], dtype=x_bchw.dtype).to(x_bchw.device)  # (W', w)
+    return torch.einsum("oh,bchw,pw->bcop", rows, x_bchw, cols)
+
+
 def pad_rgb(rgb_b3hw_01: torch.Tensor, alpha_b1hw_01: torch.Tensor, factor: float = 1.2) -> torch.Tensor:
     """Fill colour under low alpha from an alpha-weighted pyramid (LayerDiffuse `pad_rgb`, internals §1).
 
-    Equals `rgb` where alpha = 1; where alpha = 0 it is a smooth extrapolation of the nearby colours.
+    As LayerDiffuse's `build_alpha_pyramid` + `pad_rgb`: downscale the premultiplied colour and the alpha by
+    `factor` per level (sizes truncated, OpenCV `INTER_AREA`: `area_downsample`) until a side is 1, start
+    from the alpha-weighted mean colour, then from coarse to fine upsample bilinearly (half-pixel centres,
+    as OpenCV `INTER_LINEAR`) and set `fill = colour + fill · (1 − alpha)`. Equals `rgb` where alpha = 1;
+    where alpha = 0 it is a smooth extrapolation of the nearby colours.
     """
     premultiplied = rgb_b3hw_01.float() * alpha_b1hw_01.float()
     alpha = alpha_b1hw_01.float()
-    levels = [(premultiplied, alpha)]
-    while min(levels[-1][1].shape[-2:]) > 1:  # downscale by `factor` per level (area) until a side is 1
-        height, width = levels[-1][1].shape[-2:]
-        size = (max(int(height / factor), 1), max(int(width / factor), 1))
-        levels.append(tuple(F.interpolate(t, size=size, mode="area") for t in levels[-1]))  # type: ignore[arg-type]
+    levels = [torch.cat([premultiplied, alpha], dim=1)]  # colour and alpha downscale together
+    while min(levels[-1].shape[-2:]) > 1:  # downscale by `factor` per level until a side is 1
+        height, width = levels[-1].shape[-2:]
+        levels.append(
+            area_downsample(levels[-1], (max(int(height / factor), 1), max(int(width / factor), 1)))
+        )
 
-    top_color, top_alpha = levels[-1]
+    top_color, top_alpha = levels[-1][:, :3], levels[-1][:, 3:]
     fill = top_color.sum(dim=(2, 3), keepdim=True) / top_alpha.sum(dim=(2, 3), keepdim=True).clamp_min(1e-8)
-    for level_color, level_alpha in reversed(levels):  # coarse → fine
+    for level in reversed(levels):  # coarse → fine
+        level_color, level_alpha = level[:, :3], level[:, 3:]
         fill = F.interpolate(fill, size=level_color.shape[-2:], mode="bilinear", align_corners=False)
         fill = level_color + fill * (1.0 - level_alpha)
     return fill.to(rgb_b3hw_01.dtype)
