@@ -65,6 +65,7 @@ class RenderSession:
     scheduler: str | None = None  # stage one's sampler (None: the family's default); stage two's too if
     video_scheduler: str | None = None  # ... this is None (then None: DDIM)
     video_schedule: str = DEFAULT_VIDEO_SCHEDULE  # "animatediff" (its training betas) or "base"
+    motion_norm: str = "original"  # GroupNorm as the motion module was trained, or "diffusers"
     ifa_weights: Path | None = None
     offload: str = "none"  # none | model | sequential (accelerate's CPU-offload hooks)
     # Stage two will run (animate, generate): checked early, and built before any offloading.
@@ -110,7 +111,9 @@ class RenderSession:
             adapter = load_motion_adapter(
                 ref if ref is not None else _default_adapter(self.spec), dtype=self.dtype
             )
-            self._motion = build_motion_unet(c.unet, adapter, c.layerdiffuse_processors, self.ifa_weights)
+            self._motion = build_motion_unet(
+                c.unet, adapter, c.layerdiffuse_processors, self.ifa_weights, motion_norm=self.motion_norm
+            )
             self._motion.unet.to(self.load_device)
             if not self.image_stage and self.device.type != "cpu":
                 c.unet.to("cpu")  # stage one will not run (animate): keep its UNet off the accelerator
