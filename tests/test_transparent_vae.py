@@ -23,7 +23,7 @@ from layeranim.models import (
     pad_rgb,
     rgba_to_uint8,
 )
-from layeranim.models.transparent_vae import area_downsample, lower_median
+from layeranim.models.transparent_vae import area_downsample, estimate_batched, lower_median
 
 KEYS_FILE = Path(__file__).parent / "data" / "layerdiffuse_keys.txt"
 TINY_DECODER = {"block_out_channels": (8,) * 7, "norm_num_groups": 4}
@@ -247,6 +247,53 @@ def test_augmented_estimate_with_tiny_decoder(tiny_decoder: TransparentVAEDecode
     assert result.min() >= 0 and result.max() <= 1
 
 
+def reference_per_image_tta(
+    decoder: TransparentVAEDecoder, pixel: torch.Tensor, latent: torch.Tensor
+) -> torch.Tensor:
+    """LayerDiffuse's decode loop restated: per image, 8 calls (flip width, then k quarter turns), each
+    undone and clipped; torch.median over the 8 (the lower middle value), clipped again."""
+    results = []
+    for index in range(pixel.shape[0]):
+        p, lat = pixel[index : index + 1], latent[index : index + 1]
+        outs = []
+        for flip in (False, True):
+            for k in range(4):
+                a, b = (p.flip(3), lat.flip(3)) if flip else (p, lat)
+                y = torch.rot90(
+                    decoder(torch.rot90(a, k, (2, 3)), torch.rot90(b, k, (2, 3))).clip(0, 1), -k, (2, 3)
+                )
+                outs.append(y.flip(3) if flip else y)
+        results.append(torch.median(torch.stack(outs), dim=0).values.clip(0, 1))
+    return torch.cat(results)
+
+
+@pytest.mark.parametrize("max_pixels", [64 * 128, 8 * 64 * 128, 10**9])
+def test_batched_tta_equals_the_per_image_reference(
+    tiny_decoder: TransparentVAEDecoder, max_pixels: int
+) -> None:
+    generator = torch.Generator().manual_seed(7)
+    pixel, latent = (
+        torch.rand(3, 3, 64, 128, generator=generator),
+        torch.randn(3, 4, 8, 16, generator=generator),
+    )
+    rows: list[int] = []
+
+    def counting(p: torch.Tensor, lat: torch.Tensor) -> torch.Tensor:
+        rows.append(p.shape[0])
+        assert len({tuple(p.shape[-2:])}) == 1
+        return tiny_decoder(p, lat)
+
+    with torch.no_grad():
+        expected = reference_per_image_tta(tiny_decoder, pixel, latent)
+        batched = estimate_batched(counting, pixel, latent, max_pixels=max_pixels)
+        single = estimate_batched(tiny_decoder, pixel, latent, tta=False, max_pixels=max_pixels)
+        single_expected = estimate_single_pass(tiny_decoder, pixel, latent)
+    torch.testing.assert_close(batched, expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(single, single_expected, atol=1e-5, rtol=0)
+    assert sum(rows) == 24 and max(rows) <= max(1, max_pixels // (64 * 128))
+    assert len(rows) == {64 * 128: 24, 8 * 64 * 128: 4, 10**9: 2}[max_pixels]  # two orientations
+
+
 # --- padding and the gray-background encode ---------------------------------------------------------
 
 
@@ -427,3 +474,23 @@ def test_encoder_vae_decoder_round_trip_on_tiny_models(
 def test_rgba_to_uint8_rounds_to_nearest() -> None:
     rgba = torch.tensor([0.999, 0.5, 1 / 255 * 0.6, 1.2]).view(1, 4, 1, 1)
     assert rgba_to_uint8(rgba).tolist() == [[[[255, 128, 1, 255]]]]
+
+
+def test_decode_chooses_its_chunk_by_pixel_count(
+    tiny_vae: AutoencoderKL, tiny_decoder: TransparentVAEDecoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    vae_batches: list[int] = []
+    vae_decode = tiny_vae.decode
+    monkeypatch.setattr(tiny_vae, "decode", lambda z: vae_batches.append(z.shape[0]) or vae_decode(z))
+    latents = torch.randn(5, 4, 5, 7)  # 40×56 px, padded to 64×64 for the decoder
+    one_frame = decode_rgba(
+        tiny_vae, tiny_decoder, latents, max_pixels=8 * 64 * 64
+    )  # 8 variants of one frame
+    assert vae_batches == [1] * 5
+    vae_batches.clear()
+    two_frames = decode_rgba(tiny_vae, tiny_decoder, latents, max_pixels=2 * 8 * 64 * 64)
+    assert vae_batches == [2, 2, 1]
+    torch.testing.assert_close(one_frame, two_frames, atol=2e-4, rtol=1e-3)
+    vae_batches.clear()
+    decode_rgba(tiny_vae, tiny_decoder, latents, tta=False, max_pixels=4 * 64 * 64)
+    assert vae_batches == [4, 1]

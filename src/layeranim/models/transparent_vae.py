@@ -477,6 +477,62 @@ def estimate_augmented(
     return lower_median(torch.stack(outputs)).clip(0, 1)
 
 
+TTA_VARIANTS: tuple[tuple[bool, int], ...] = tuple(
+    (flip, turns) for flip in (False, True) for turns in range(4)
+)
+DEFAULT_DECODE_PIXELS = 8 * 256 * 256  # decoder input pixels per call (batch · H · W)
+
+
+def _augment(x_bchw: torch.Tensor, flip: bool, turns: int) -> torch.Tensor:
+    return torch.rot90(x_bchw.flip(3) if flip else x_bchw, turns, dims=(2, 3))
+
+
+def _unaugment(y_bchw: torch.Tensor, flip: bool, turns: int) -> torch.Tensor:
+    y_bchw = torch.rot90(y_bchw, -turns, dims=(2, 3))
+    return y_bchw.flip(3) if flip else y_bchw
+
+
+def estimate_batched(
+    decoder: DecoderFn,
+    pixel_b3hw_01: torch.Tensor,
+    latent_raw_b4hw: torch.Tensor,
+    *,
+    tta: bool = True,
+    max_pixels: int = DEFAULT_DECODE_PIXELS,
+) -> torch.Tensor:
+    """`estimate_augmented` (`tta=True`) or `estimate_single_pass`, with variants and images batched.
+
+    The same computation as the reference loop, which calls the decoder once per variant and image:
+    here every (variant, image) pair is one row, rows of the same orientation (the rotations by 90° and
+    270° swap H and W) share decoder calls, and each call takes as many rows as fit in `max_pixels`
+    input pixels (one 256² image's 8 variants by default: batching more gains nothing on a CPU, and the
+    bound keeps peak memory independent of the number of images).
+    """
+    variants = TTA_VARIANTS if tta else ((False, 0),)
+    images, _, height, width = pixel_b3hw_01.shape
+    per_call = max(1, max_pixels // (height * width))
+    jobs = [(index, image) for index in range(len(variants)) for image in range(images)]
+    if height != width:  # one orientation per call
+        jobs.sort(key=lambda job: variants[job[0]][1] % 2)
+    estimates: list[list[torch.Tensor | None]] = [[None] * images for _ in variants]
+    start = 0
+    while start < len(jobs):
+        parity = variants[jobs[start][0]][1] % 2
+        part = [
+            job
+            for job in jobs[start : start + per_call]
+            if height == width or variants[job[0]][1] % 2 == parity
+        ]
+        pixel = torch.cat([_augment(pixel_b3hw_01[i : i + 1], *variants[v]) for v, i in part])
+        latent = torch.cat([_augment(latent_raw_b4hw[i : i + 1], *variants[v]) for v, i in part])
+        output = decoder(pixel, latent).clip(0, 1)
+        for row, (v, i) in enumerate(part):
+            estimates[v][i] = _unaugment(output[row : row + 1], *variants[v])
+        start += len(part)
+    stacked_vbchw = torch.stack([torch.cat(per_variant) for per_variant in estimates])  # type: ignore[arg-type]
+    return lower_median(stacked_vbchw).clip(0, 1) if tta else stacked_vbchw[0]
+
+
 @torch.no_grad()
 def decode_rgba(
     vae: ModelMixin,
@@ -484,49 +540,68 @@ def decode_rgba(
     latents_raw_b4hw: torch.Tensor,
     *,
     tta: bool = True,
-    chunk_size: int = 8,
+    chunk_size: int | None = None,
     progress: ProgressFn | None = None,
+    max_pixels: int = DEFAULT_DECODE_PIXELS,
 ) -> torch.Tensor:
     """Raw latents → straight RGBA (b, 4, H, W) float32 in [0, 1], channel order R, G, B, A.
 
-    Per chunk of `chunk_size` latents: `pixel = clamp(vae.decode(z).sample · 0.5 + 0.5, 0, 1)`, pad pixel and
-    latent (edge-replicated, bottom/right) to the decoder's multiple of 64, run `estimate_augmented`
-    (`tta=True`) or `estimate_single_pass`, crop back. `progress(done, total)` counts images after each chunk.
+    Per chunk of latents: `pixel = clamp(vae.decode(z).sample · 0.5 + 0.5, 0, 1)`, pad pixel and latent
+    (edge-replicated, bottom/right) to the decoder's multiple of 64, run the 8-way augmentation (`tta=True`,
+    LayerDiffuse's `estimate_augmented`) or one pass, crop back. The transparency decoder runs batched over
+    variants and images, at most `max_pixels` input pixels per call (`estimate_batched`). `chunk_size`
+    latents go through the VAE at once; None chooses by pixel count, so that one chunk's decoder inputs
+    fill `max_pixels` (one 256² frame with TTA). Memory is bounded by the chunk, not the clip: only the
+    result grows with the number of latents. `progress(done, total)` counts images after each chunk.
     The result lives on the latents' device.
     """
     if latents_raw_b4hw.ndim != 4:
         raise ValueError(f"latents_raw_b4hw must be (b, c, h, w), got {tuple(latents_raw_b4hw.shape)}.")
-    if chunk_size < 1:
+    if chunk_size is not None and chunk_size < 1:
         raise ValueError(f"chunk_size must be at least 1, got {chunk_size}.")
-    estimate = estimate_augmented if tta else estimate_single_pass
-    total = latents_raw_b4hw.shape[0]
-    chunks = []
+    if max_pixels < 1:
+        raise ValueError(f"max_pixels must be at least 1, got {max_pixels}.")
+    factor, multiple = decoder.latent_factor, decoder.size_multiple
+    total, _, latent_height, latent_width = latents_raw_b4hw.shape
+    if chunk_size is None:
+        passes = len(TTA_VARIANTS) if tta else 1
+        padded_height = math.ceil(latent_height * factor / multiple) * multiple
+        padded_width = math.ceil(latent_width * factor / multiple) * multiple
+        chunk_size = max(1, max_pixels // (passes * padded_height * padded_width))
+    result = torch.empty(
+        total,
+        4,
+        latent_height * factor,
+        latent_width * factor,
+        device=latents_raw_b4hw.device,
+        dtype=torch.float32,
+    )
     for start in range(0, total, chunk_size):
         latent_raw = latents_raw_b4hw[start : start + chunk_size].to(device=vae.device, dtype=vae.dtype)
         pixel_b3hw_01 = (vae.decode(latent_raw).sample * 0.5 + 0.5).clamp(0, 1)
 
         height, width = pixel_b3hw_01.shape[-2:]
-        factor = decoder.latent_factor
         if (height, width) != (latent_raw.shape[-2] * factor, latent_raw.shape[-1] * factor):
             raise WeightsError(
                 f"the VAE decodes a {latent_raw.shape[-2]}×{latent_raw.shape[-1]} latent to {height}×{width} "
                 f"pixels, but the transparency decoder needs {factor}× upsampling (an SD/SDXL VAE)."
             )
-        multiple = decoder.size_multiple
         pixel_padded = _pad_to_multiple(pixel_b3hw_01, multiple, mode="replicate")
         latent_padded = _pad_to_multiple(latent_raw, multiple // factor, mode="replicate")
-        output_b4hw_01 = estimate(
+        output_b4hw_01 = estimate_batched(
             decoder,
             pixel_padded.to(device=decoder.device, dtype=decoder.dtype),
             latent_padded.to(device=decoder.device, dtype=decoder.dtype),
+            tta=tta,
+            max_pixels=max_pixels,
         )[..., :height, :width]
 
-        alpha_b1hw_01, foreground_b3hw_01 = output_b4hw_01[:, :1], output_b4hw_01[:, 1:]
-        rgba_b4hw_01 = torch.cat([foreground_b3hw_01, alpha_b1hw_01], dim=1)
-        chunks.append(rgba_b4hw_01.to(device=latents_raw_b4hw.device, dtype=torch.float32))
+        stop = start + latent_raw.shape[0]
+        result[start:stop, :3] = output_b4hw_01[:, 1:]  # straight foreground R, G, B
+        result[start:stop, 3:] = output_b4hw_01[:, :1]  # alpha
         if progress is not None:
-            progress(min(start + chunk_size, total), total)
-    return torch.cat(chunks)
+            progress(stop, total)
+    return result
 
 
 def rgba_to_uint8(rgba_b4hw_01: torch.Tensor) -> torch.Tensor:
