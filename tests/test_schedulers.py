@@ -124,3 +124,21 @@ def test_session_builds_each_stage_with_its_schedule(monkeypatch: pytest.MonkeyP
     )
     overridden._components, overridden._motion = session._components, session._motion  # reuse the models
     assert torch.allclose(overridden.stage_two().scheduler.betas.double(), sd15_betas(), atol=1e-8)
+
+
+def test_session_refuses_unknown_samplers_before_loading_models() -> None:
+    from layeranim.components import ModelSpec
+    from layeranim.session import RenderSession
+
+    for kwargs in ({"scheduler": "bogus"}, {"video_scheduler": "lms"}, {"video_schedule": "cosine"}):
+        with pytest.raises(UsageError):
+            RenderSession(ModelSpec.for_preset("tiny"), torch.device("cpu"), torch.float32, **kwargs)
+
+
+def test_sampler_help_names_every_sampler_and_the_defaults() -> None:
+    from layeranim.pipelines._schedulers import sampler_help
+
+    text = sampler_help()
+    assert all(name in text for name in SCHEDULERS)
+    assert "stage one dpmpp_2m for SD1.5" in text and "stage two ddim" in text
+    assert "what LayerDiffuse's demos use" not in text

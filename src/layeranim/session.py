@@ -21,6 +21,7 @@ from layeranim.devices import generator_for
 from layeranim.errors import UsageError
 from layeranim.pipelines._schedulers import (
     DEFAULT_VIDEO_SCHEDULE,
+    check_stage_settings,
     make_image_scheduler,
     make_video_scheduler,
     stage_scheduler_facts,
@@ -79,6 +80,7 @@ class RenderSession:
     def __post_init__(self) -> None:
         if self.will_animate and self.spec.family != "sd15":
             raise UsageError(_SD15_ONLY.format(family=self.spec.family))
+        check_stage_settings(self.scheduler, self.video_scheduler, self.video_schedule)
         if self.offload not in OFFLOAD_MODES:
             raise UsageError(f"--offload {self.offload!r} is not one of {', '.join(OFFLOAD_MODES)}.")
         if self.offload != "none" and self.device.type not in ("cuda", "xpu"):

@@ -71,6 +71,26 @@ def scheduler_key(name: str) -> str:
     return key
 
 
+def sampler_help() -> str:
+    """One paragraph naming every sampler, each stage's default and why (for help texts)."""
+    names = "; ".join(f"{name}: {text}" for name, text in SCHEDULERS.items())
+    return (
+        f"Samplers: {names}. Defaults: stage one {DEFAULT_IMAGE_SCHEDULERS['sd15']} for SD1.5 and "
+        f"{DEFAULT_IMAGE_SCHEDULERS['sdxl']} for SDXL (LayerDiffuse's demos), stage two "
+        f"{DEFAULT_VIDEO_SCHEDULER} (AnimateDiff's own), on AnimateDiff's linear training betas."
+    )
+
+
+def check_stage_settings(
+    image_scheduler: str | None, video_scheduler: str | None, video_schedule: str = DEFAULT_VIDEO_SCHEDULE
+) -> None:
+    """Raise `UsageError` early for an unknown sampler or schedule (before any model loads)."""
+    for name in (image_scheduler, video_scheduler):
+        if name is not None:
+            scheduler_key(name)
+    schedule_overrides(video_schedule)
+
+
 def make_scheduler(name: str, config: Any, **overrides: Any) -> SchedulerMixin:
     """Build the sampler called `name` from another scheduler's config (betas, timestep spacing …).
 
