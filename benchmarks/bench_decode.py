@@ -3,7 +3,9 @@
 LayerDiffuse (the DiffusersCLI and Forge) decode one image at a time, and `estimate_augmented` calls the
 transparency decoder (UNet1024) once per flip/rotation variant: 8 calls of batch 1 per frame. layeranim's
 `decode_rgba` batches the variants and frames (`estimate_batched`), at most `max_pixels` decoder input
-pixels per call. This script times, interleaved in one process:
+pixels per call; on the CPU the decoder then runs its high-resolution blocks in parts of
+`cpu_block_pixels` pixels (large activations stream from memory) and its low-resolution blocks on the
+whole batch (where batching pays). This script times, interleaved in one process:
 
 1. the transparency decoder's TTA alone, on the same VAE output: the reference per-frame loop (restated
    below independently of layeranim, from LayerDiffuse's procedure) vs `estimate_batched`;

@@ -494,3 +494,26 @@ def test_decode_chooses_its_chunk_by_pixel_count(
     vae_batches.clear()
     decode_rgba(tiny_vae, tiny_decoder, latents, tta=False, max_pixels=4 * 64 * 64)
     assert vae_batches == [4, 1]
+
+
+def test_decoder_runs_high_resolution_blocks_in_parts_with_the_same_result(
+    tiny_decoder: TransparentVAEDecoder,
+) -> None:
+    generator = torch.Generator().manual_seed(3)
+    pixel, latent = (
+        torch.rand(3, 3, 64, 128, generator=generator),
+        torch.randn(3, 4, 8, 16, generator=generator),
+    )
+    batches: list[int] = []
+    handle = tiny_decoder.down_blocks[0].register_forward_hook(lambda m, a, k: batches.append(k[0].shape[0]))
+    try:
+        with torch.no_grad():
+            tiny_decoder.cpu_block_pixels = None
+            whole = tiny_decoder(pixel, latent)
+            tiny_decoder.cpu_block_pixels = 64 * 128  # one image per call at full resolution
+            parts = tiny_decoder(pixel, latent)
+    finally:
+        handle.remove()
+        del tiny_decoder.cpu_block_pixels  # back to the class default
+    assert batches == [3, 1, 1, 1]
+    torch.testing.assert_close(parts, whole, atol=1e-6, rtol=1e-6)
