@@ -63,8 +63,10 @@ class RenderSession:
     spec: ModelSpec
     device: torch.device
     dtype: torch.dtype
-    scheduler: str | None = None  # stage one's sampler (None: the family's default); stage two's too if
-    video_scheduler: str | None = None  # ... this is None (then None: DDIM)
+    # Samplers (pipelines/_schedulers.py): `scheduler` for stage one (None: the family's default) and for
+    # stage two unless `video_scheduler` is given (both None: DDIM).
+    scheduler: str | None = None
+    video_scheduler: str | None = None
     video_schedule: str = DEFAULT_VIDEO_SCHEDULE  # "animatediff" (its training betas) or "base"
     motion_norm: str = "original"  # GroupNorm as the motion module was trained, or "diffusers"
     ifa_weights: Path | None = None
