@@ -46,7 +46,7 @@ FAST = [
     "1",
     "--fast-decode",
 ]
-BAD_POSITION = 99  # a still beyond the item's clip: that item fails, the others render
+BAD_FRAMES = 1  # a clip needs two frames or more: that item fails, the others render
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +67,7 @@ def batch_file(tmp_path: Path) -> Path:
     path = tmp_path / "batch.jsonl"
     lines = [
         {"prompt": "a paper lantern"},
-        {"prompt": "a bad item", "base_position": BAD_POSITION},
+        {"prompt": "a bad item", "frames": BAD_FRAMES},
         {"prompt": "a red fox", "seed": 5},
     ]
     path.write_text("# two good items, one bad\n" + "".join(json.dumps(line) + "\n" for line in lines))
@@ -85,8 +85,8 @@ def test_three_item_batch_with_a_bad_item(layeranim_home: Path, batch_file: Path
     code, lines, stderr = generate("--prompts", str(batch_file), "-o", f"{out}/", "--json", *FAST)
     assert code == 1, stderr
     assert [(line["index"], line["status"]) for line in lines] == [(0, "ok"), (1, "failed"), (2, "ok")]
-    assert str(BAD_POSITION) in lines[1]["error"]
-    assert str(BAD_POSITION) in stderr  # the error is on stderr too
+    assert str(BAD_FRAMES) in lines[1]["error"]
+    assert str(BAD_FRAMES) in stderr  # the error is on stderr too
     assert "Traceback" not in stderr
     outputs = sorted(out.glob("*.webm"))
     assert len(outputs) == 2

@@ -219,7 +219,7 @@ def test_batch_items_set_frames_seamless_and_base_position(runner: CliRunner, tm
         ({"prompt": "a", "seamless": "yes"}, '"seamless" must be true or false'),
         ({"prompt": "a", "base_position": "left"}, '"base_position" "left"'),
         ({"prompt": "a", "base_position": 1.5}, '"base_position" must be'),
-        ({"prompt": "a", "frames": 1}, '"frames" 1 must be a positive integer, at least 2'),
+        ({"prompt": "a", "frames": 0}, '"frames" 0 must be a positive integer'),
     ],
 )
 def test_batch_file_refuses_bad_long_clip_keys(tmp_path: Path, item: dict, needle: str) -> None:

@@ -59,8 +59,45 @@ FastDecodeOpt = Annotated[
         "augmentation (8× cheaper, slightly rougher edges).",
     ),
 ]
+# The defaults and their reasons are the library's (pipelines/_schedulers.py; tests check this text
+# against it). Written out here so that `--help` imports no diffusers.
 SchedulerOpt = Annotated[
-    str, typer.Option("--scheduler", help="Sampler: euler_a (default), ddim or dpmpp_2m.")
+    str | None,
+    typer.Option(
+        "--scheduler",
+        help="Sampler: dpmpp_2m (DPM++ 2M Karras), dpmpp_2m_sde_karras (DPM++ 2M SDE Karras), ddim or "
+        "euler_a. Default per stage, as the reference implementations sample: stage one dpmpp_2m on SD1.5 "
+        "and dpmpp_2m_sde_karras on SDXL (LayerDiffuse's demos), stage two ddim (AnimateDiff's own). "
+        "Given, it sets both stages (stage two's unless --video-scheduler). euler_a avoids the artefacts "
+        "DPM++ sometimes gives (Forge's LayerDiffuse notes).",
+    ),
+]
+VideoSchedulerOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--video-scheduler",
+        help="Stage two's sampler, if not --scheduler's (default ddim, AnimateDiff's own sampler).",
+    ),
+]
+VideoScheduleOpt = Annotated[
+    str,
+    typer.Option(
+        "--video-schedule",
+        metavar="animatediff|base",
+        help="Stage two's noise schedule: animatediff (its training betas, linear 0.00085-0.012; the "
+        "motion modules were trained on it) or base (the base model's scaled_linear, for motion modules "
+        "trained on that).",
+    ),
+]
+MotionNormOpt = Annotated[
+    str,
+    typer.Option(
+        "--motion-norm",
+        metavar="original|diffusers",
+        help="Motion-module GroupNorm: original (as AnimateDiff's checkpoints were trained: per frame in "
+        "the temporal layers, across frames in v1's spatial ResNets) or diffusers (for adapters trained "
+        "with diffusers).",
+    ),
 ]
 FramesOpt = Annotated[
     int,
@@ -171,9 +208,12 @@ def model_options(*, animate: bool) -> OptionGroup:
         "device": (DeviceOpt, "auto"),
         "dtype": (DtypeOpt, "auto"),
         "offload": (OffloadOpt, "none"),
-        "scheduler": (SchedulerOpt, "euler_a"),
+        "scheduler": (SchedulerOpt, None),
     }
     if animate:
+        options["video_scheduler"] = (VideoSchedulerOpt, None)
+        options["video_schedule"] = (VideoScheduleOpt, "animatediff")
+        options["motion_norm"] = (MotionNormOpt, "original")
         options["motion_adapter"] = (MotionAdapterOpt, None)
         options["ifa_weights"] = (IfaWeightsOpt, None)
     return OptionGroup(options, _model_settings)

@@ -72,6 +72,7 @@ class ImageOutcome:
     width: int
     height: int
     seconds: float
+    schedulers: dict[str, dict[str, Any]] = field(default_factory=dict)  # {"image": sampler facts}
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -80,6 +81,7 @@ class ImageOutcome:
             "seed": self.seed,
             "width": self.width,
             "height": self.height,
+            "schedulers": self.schedulers,
             "seconds": round(self.seconds, 3),
         }
 
@@ -109,6 +111,7 @@ class ClipOutcome:
     base_position: str | int = "middle"
     seamless: bool = False
     seam_score: float | None = None  # last→first frame difference / median step (about 1: seamless)
+    schedulers: dict[str, dict[str, Any]] = field(default_factory=dict)  # per stage that ran: sampler facts
     preview: Path | None = None
     image: Path | None = None  # generate's save_image
     manifest: Path | None = None
@@ -131,6 +134,7 @@ class ClipOutcome:
             "base_index": self.base_index,
             "seamless": self.seamless,
             "seam_score": self.seam_score,
+            "schedulers": self.schedulers,
         }
         if self.target is not None:
             out["target"] = self.target
@@ -187,6 +191,9 @@ def open_session(
         device,
         dtype,
         scheduler=models.scheduler,
+        video_scheduler=models.video_scheduler,
+        video_schedule=models.video_schedule,
+        motion_norm=models.motion_norm,
         ifa_weights=models.ifa_weights,
         offload=models.offload,
         will_animate=will_animate,
@@ -240,7 +247,14 @@ def image(
             },
         )
     height, width = result.rgba_hwc_uint8.shape[:2]
-    return ImageOutcome(Path(written), latent_path, seed, width, height, result.seconds)
+    schedulers = stage_facts(session, "image")
+    return ImageOutcome(Path(written), latent_path, seed, width, height, result.seconds, schedulers)
+
+
+def stage_facts(session: RenderSession, *stages: str) -> dict[str, dict[str, Any]]:
+    """Per stage that ran ("image", "video"): its sampler, beta schedule, timestep spacing, … (issue 10)."""
+    facts = session.scheduler_facts()
+    return {stage: facts[stage] for stage in stages}
 
 
 def check_image_target_exists(path: Path, name: str, overwrite: bool) -> None:
@@ -298,6 +312,7 @@ def animate(
             params=request.params(),
             timings=outcome.timings,
             clip=outcome.clip_facts(),
+            schedulers=outcome.schedulers,
         )
     return outcome
 
@@ -344,6 +359,7 @@ def generate(
             params=request.params(),
             timings=outcome.timings,
             clip=outcome.clip_facts(),
+            schedulers=outcome.schedulers,
         )
     return outcome
 
@@ -456,6 +472,7 @@ def _generate_clip(
         "write": round(write_seconds, 3),
     }
     outcome = _clip_outcome(written, video, shape, seed, timings)
+    outcome.schedulers = stage_facts(session, "image", "video")
     if save_image is not None:
         outcome.image = Path(write_image(save_image, still.rgba_hwc_uint8, overwrite=overwrite))
     return outcome
@@ -483,7 +500,9 @@ def _animate_clip(
         image=source.rgba_hwc_uint8 if source.latent_b4hw is None else None, base_latent=source.latent_b4hw,
     )  # fmt: skip
     timings = {"video": round(video.seconds, 3), "write": round(write_seconds, 3)}
-    return _clip_outcome(written, video, shape, seed, timings)
+    outcome = _clip_outcome(written, video, shape, seed, timings)
+    outcome.schedulers = stage_facts(session, "video")
+    return outcome
 
 
 def batch_extension(format: str | None) -> str:
@@ -602,6 +621,7 @@ def run_batch(
             output=job.output,
             sources=sources,
             clip=outcome.clip_facts(),
+            schedulers=outcome.schedulers,
         )
         if still_path is not None:
             manifest["still"] = still_path.name  # relative: the batch folder travels with its files

@@ -356,14 +356,6 @@ def _load_model_file_or_folder(
 # ---------------------------------------------------------------------------------------------------
 # The AnimateDiff motion adapter.
 
-_ORIGINAL_TO_DIFFUSERS = (
-    (".norms.0", ".norm1"),
-    (".norms.1", ".norm2"),
-    (".ff_norm", ".norm3"),
-    (".attention_blocks.0", ".attn1"),
-    (".attention_blocks.1", ".attn2"),
-    (".temporal_transformer", ""),
-)
 _MODULE_KEY = re.compile(r"^(down_blocks|up_blocks)\.(\d+)\.motion_modules\.(\d+)\.")
 
 
@@ -452,15 +444,15 @@ def detect_motion_module_version(state_dict: dict[str, torch.Tensor]) -> str:
 
 
 def convert_motion_module_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Original AnimateDiff motion-module keys → diffusers MotionAdapter keys (pos_encoder tables dropped)."""
-    converted = {}
-    for key, tensor in state_dict.items():
-        if "pos_encoder" in key:
-            continue  # the sinusoidal table is recomputed by diffusers (`pos_embed.pe`)
-        for old, new in _ORIGINAL_TO_DIFFUSERS:
-            key = key.replace(old, new)
-        converted[key] = tensor
-    return converted
+    """Original AnimateDiff motion-module keys → diffusers MotionAdapter keys (pos_encoder tables dropped).
+
+    diffusers' own converter (the one `MotionAdapter.from_single_file` uses), so the key mapping is
+    maintained upstream; the config is still inferred offline from the tensors' shapes
+    (`motion_adapter_config_from_original`), where `from_single_file` would fetch one from the hub.
+    """
+    from diffusers.loaders.single_file_utils import convert_animatediff_checkpoint_to_diffusers
+
+    return convert_animatediff_checkpoint_to_diffusers(state_dict)
 
 
 def motion_adapter_config_from_original(state_dict: dict[str, torch.Tensor]) -> dict[str, Any]:

@@ -307,9 +307,11 @@ def session_manifest(
     output: Path,
     sources: dict[str, Any] | None = None,
     clip: dict[str, Any] | None = None,
+    schedulers: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """The manifest of one render from `session`: parameters, seed, sources, versions, timings, and `clip`:
-    what the rendered clip turned out to be (frames, the still's `base_index`, `seamless`, `seam_score`)."""
+    """The manifest of one render from `session`: parameters, seed, sources, versions, timings, `clip`:
+    what the rendered clip turned out to be (frames, the still's `base_index`, `seamless`, `seam_score`),
+    and `schedulers`: per stage that ran, its sampler, beta schedule and timestep spacing."""
     from layeranim.render.devices import dtype_name
 
     manifest = build_manifest(
@@ -325,6 +327,8 @@ def session_manifest(
     manifest["resolved_sources"] = session.sources
     if clip is not None:
         manifest["clip"] = clip
+    if schedulers:
+        manifest["schedulers"] = schedulers
     return manifest
 
 
@@ -339,12 +343,14 @@ def write_single_manifest(
     params: dict[str, Any],
     timings: dict[str, float],
     clip: dict[str, Any] | None = None,
+    schedulers: dict[str, dict[str, Any]] | None = None,
 ) -> Path:
     """The manifest of a one-off render: the same sidecar a batch writes, for an item of one."""
     item = BatchItem(index=0, prompt=prompt, negative_prompt=negative_prompt, image=image)
     manifest = session_manifest(
-        session, item=item, seed=seed, params=params, timings=timings, output=output, clip=clip
-    )
+        session, item=item, seed=seed, params=params, timings=timings, output=output, clip=clip,
+        schedulers=schedulers,
+    )  # fmt: skip
     path = manifest_path(output)
     write_manifest(path, manifest)
     return path

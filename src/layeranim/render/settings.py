@@ -34,6 +34,8 @@ ALPHA_MODES = ("straight", "premultiplied")
 BATCH_KINDS = ("prompts", "inputs")
 BASE_POSITIONS = ("middle", "start", "end")  # pipelines.context_windows.BASE_POSITIONS (tested equal)
 CONTEXT_WEIGHTINGS = ("flat", "pyramid")  # pipelines.context_windows.WEIGHTINGS (tested equal)
+VIDEO_SCHEDULES = ("animatediff", "base")  # pipelines._schedulers.SCHEDULES (tested equal)
+MOTION_NORMS = ("original", "diffusers")  # models.motion_norm.MOTION_NORM_MODES (tested equal)
 SEED_LIMIT = 2**63  # seeds are 0 … 2**63-1
 DEFAULT_IMAGE_STEPS = 25
 DEFAULT_IMAGE_GUIDANCE = 7.0
@@ -76,11 +78,18 @@ def _choice(name: str, value: str, choices: tuple[str, ...]) -> str:
 
 @dataclass(frozen=True)
 class ModelSettings:
-    """Which weights a render uses and where it runs.
+    """Which weights a render uses, where it runs, and how each stage samples.
 
     `preset="tiny"` uses random-weight miniatures that run offline in seconds (pictures are noise); any
     component reference (a local path, `owner/name`, or `owner/name/file.safetensors`) overrides the
     preset's or the family's default. `ifa_weights` is an `ifa.safetensors` from `layeranim.training`.
+
+    Samplers (`layeranim.pipelines._schedulers`): `scheduler` None uses each stage's default (stage one
+    DPM++ 2M Karras on SD1.5 and DPM++ 2M SDE Karras on SDXL, LayerDiffuse's demos; stage two DDIM,
+    AnimateDiff's own); a name sets both stages, unless `video_scheduler` names stage two's.
+    `video_schedule="animatediff"` samples stage two on AnimateDiff's training betas (linear 0.00085 →
+    0.012), `"base"` on the base model's. `motion_norm="original"` normalises the motion modules as the
+    released checkpoints were trained; `"diffusers"` as diffusers does (for adapters trained with it).
     """
 
     preset: str | None = None
@@ -92,7 +101,10 @@ class ModelSettings:
     motion_adapter: str | Path | None = None
     device: str = "auto"
     dtype: str = "auto"
-    scheduler: str = "euler_a"
+    scheduler: str | None = None
+    video_scheduler: str | None = None
+    video_schedule: str = "animatediff"
+    motion_norm: str = "original"
     offload: str = "none"
     ifa_weights: Path | None = None
 
@@ -114,14 +126,23 @@ class ModelSettings:
                 argument="device",
             )
         set_(self, "offload", _choice("offload", self.offload, OFFLOAD_MODES))
-        from layeranim.pipelines._schedulers import SCHEDULERS  # diffusers: only once settings are built
+        # diffusers: only once settings are built
+        from layeranim.pipelines._schedulers import SCHEDULER_ALIASES, SCHEDULERS
 
-        key = str(self.scheduler).lower().replace("-", "_").replace("+", "p")
-        if key not in SCHEDULERS:
-            raise UsageError(
-                f"scheduler={self.scheduler!r} is not one of {', '.join(SCHEDULERS)}; pick one of those.",
-                argument="scheduler",
-            )
+        for name in ("scheduler", "video_scheduler"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            key = str(value).strip().lower().replace("-", "_").replace("+", "p")
+            key = SCHEDULER_ALIASES.get(key, key)
+            if key not in SCHEDULERS:
+                raise UsageError(
+                    f"{name}={value!r} is not one of {', '.join(SCHEDULERS)}; pick one of those.",
+                    argument=name,
+                )
+            set_(self, name, key)
+        set_(self, "video_schedule", _choice("video_schedule", self.video_schedule, VIDEO_SCHEDULES))
+        set_(self, "motion_norm", _choice("motion_norm", self.motion_norm, MOTION_NORMS))
         if self.ifa_weights is not None:
             set_(self, "ifa_weights", Path(self.ifa_weights))
             if not self.ifa_weights.is_file():
@@ -302,8 +323,15 @@ def render_params(
         "context_weighting": sampling.context_weighting,
     }
     defaults = {"base_position": "middle", "seamless": False, "context_weighting": "pyramid"}
+    # Stage two's sampling settings beyond `scheduler` (issue 10) enter only when they are not the defaults.
+    sampling_overrides = {
+        "video_scheduler": (models.video_scheduler, None),
+        "video_schedule": (models.video_schedule, "animatediff"),
+        "motion_norm": (models.motion_norm, "original"),
+    }
     return {
         "scheduler": models.scheduler,
+        **{name: value for name, (value, default) in sampling_overrides.items() if value != default},
         "steps": sampling.steps,
         "guidance": sampling.guidance,
         "image_steps": sampling.image_steps,

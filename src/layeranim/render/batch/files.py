@@ -196,8 +196,8 @@ def _item_from_json(
     frames = obj.get("frames")
     if frames is not None:
         frames = _expect_int(frames, "frames", where)
-        if frames < 2:
-            raise UsageError(f'{where}: "frames" {frames} must be a positive integer, at least 2.')
+        if frames < 1:
+            raise UsageError(f'{where}: "frames" {frames} must be a positive integer.')
     fps = obj.get("fps")
     if fps is not None:
         if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not fps > 0:
