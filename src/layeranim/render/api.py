@@ -542,6 +542,8 @@ def run_batch(
             output=job.output,
             sources=sources,
         )
+        if process.distributed:  # which process of the launch rendered it
+            manifest["process"] = {"rank": process.rank, "world_size": process.world_size}
         return RenderResult(job.output, manifest)
 
     # 2. Render, one failure never stopping the batch.
