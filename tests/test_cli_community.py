@@ -287,3 +287,23 @@ def test_torchrun_generate_batch_renders_each_item_once_with_one_summary(tmp_pat
         manifest = json.loads((out / f"{name}.json").read_text())
         ranks[manifest["item"]["index"]] = manifest["process"]["rank"]
     assert ranks == {0: 0, 1: 1, 2: 0, 3: 1}  # each item rendered by exactly one process
+
+
+@pytest.mark.parametrize(
+    ("command", "flags", "absent"),
+    [
+        (["image"], ["--lora", "--embedding", "--clip-skip"], ["--speed", "--motion-lora"]),
+        (["animate"], ["--lora", "--motion-lora", "--speed", "--allow-ifa-mismatch"], []),
+        (["generate"], ["--lora", "--motion-lora", "--embedding", "--clip-skip", "--speed"], []),
+        (["layers", "render"], ["--lora", "--motion-lora", "--embedding", "--clip-skip", "--speed"], []),
+    ],
+)
+def test_rendering_commands_share_the_community_options(
+    runner: CliRunner, command: list[str], flags: list[str], absent: list[str]
+) -> None:
+    result = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.stderr
+    for flag in flags:
+        assert flag in result.stdout, (command, flag)
+    for flag in absent:
+        assert flag not in result.stdout, (command, flag)
