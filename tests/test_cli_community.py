@@ -25,7 +25,7 @@ from PIL import Image
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
-from layeranim import speed
+from layeranim import speed, video_io
 from layeranim.cli import app
 from layeranim.cli._common import threads_from_argv
 from layeranim.render import api
@@ -238,6 +238,86 @@ def test_speed_through_the_cli_prints_and_records_the_preset(runner: CliRunner, 
     result = runner.invoke(app, ["generate", "x", "-o", str(quiet), "-q", "--speed", "lightning-2", *CLIP])
     assert result.exit_code == 0, result.stderr
     assert "speed preset" not in result.stderr
+
+
+@pytest.mark.usefixtures("offline_presets")
+def test_ifa_weights_of_another_adapter_are_one_error_line_unless_allowed(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    from layeranim.models.inter_frame_attention import save_ifa_weights
+
+    session = api.open_session(ModelSettings(preset="tiny", device="cpu"), will_animate=True)
+    ifa = tmp_path / "ifa.safetensors"
+    metadata = {
+        "base_model": "tiny",
+        "motion_adapter": "guoyww/animatediff-motion-adapter-v1-5-2@0123",
+        "frames": "16",
+    }
+    save_ifa_weights(ifa, session.motion.ifa_processors, metadata=metadata)
+    out = tmp_path / "x.webm"
+    args = [
+        "generate",
+        "x",
+        "-o",
+        str(out),
+        "--speed",
+        "lightning-4",
+        "--ifa-weights",
+        str(ifa),
+        "--steps",
+        "1",
+    ]
+    result = runner.invoke(app, [*args, *CLIP])
+    one_error_line(
+        result, 2, "guoyww/animatediff-motion-adapter-v1-5-2", "lightning-4", "--allow-ifa-mismatch"
+    )
+    assert not out.exists()
+    result = runner.invoke(app, [*args, *CLIP, "--allow-ifa-mismatch"])
+    assert result.exit_code == 0, result.stderr
+    assert "mismatched IFA weights" in result.stderr and out.exists()
+
+
+def make_motion_lora(spec: ModelSpec, folder: Path) -> Path:
+    """A random MotionLoRA on the tiny motion modules' attention, in diffusers' file format."""
+    from diffusers import MotionAdapter
+    from diffusers.loaders import StableDiffusionLoraLoaderMixin
+    from peft import LoraConfig, get_peft_model_state_dict
+
+    from layeranim.pipelines.layeranimate import build_motion_unet
+
+    unet = UNet2DConditionModel.from_pretrained(Path(spec.base), subfolder="unet")  # type: ignore[arg-type]
+    adapter = MotionAdapter.from_pretrained(Path(spec.motion_adapter))  # type: ignore[arg-type]
+    motion = build_motion_unet(unet, adapter, {}).unet
+    torch.manual_seed(4)
+    targets = r".*motion_modules.*\.(to_q|to_k|to_v|to_out\.0)"
+    motion.add_adapter(LoraConfig(r=2, lora_alpha=8, init_lora_weights=False, target_modules=targets))
+    StableDiffusionLoraLoaderMixin.save_lora_weights(
+        folder, unet_lora_layers=get_peft_model_state_dict(motion)
+    )
+    return folder / "pytorch_lora_weights.safetensors"
+
+
+def test_motion_lora_through_the_cli(runner: CliRunner, tmp_path: Path, tiny: ModelSpec) -> None:
+    motion_lora = make_motion_lora(tiny, tmp_path)
+    clips = {}
+    for name, extra in (
+        ("plain", []),
+        ("zero", ["--motion-lora", f"{motion_lora}:0"]),
+        ("full", ["--motion-lora", str(motion_lora)]),
+    ):
+        out = tmp_path / f"{name}.webm"
+        result = runner.invoke(
+            app, ["generate", "lower", "-o", str(out), "--manifest", "--steps", "2", *CLIP, *extra]
+        )
+        assert result.exit_code == 0, result.stderr
+        clips[name] = video_io.read_video(out).rgba_fhwc_uint8
+    assert np.array_equal(clips["plain"], clips["zero"])
+    assert not np.array_equal(clips["plain"], clips["full"])
+    manifest = json.loads((tmp_path / "full.webm.json").read_text())
+    assert [(r["kind"], r["scale"], r["sha256"]) for r in manifest["sources"]["motion_loras"]] == [
+        ("motion_lora", 1.0, sha256(motion_lora))
+    ]
+    assert [r["kind"] for r in manifest["resolved_sources"]["motion_community"]] == ["motion_lora"]
 
 
 # ---------------------------------------------------------------------------------------------------
