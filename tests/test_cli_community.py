@@ -368,6 +368,18 @@ def test_torchrun_generate_batch_renders_each_item_once_with_one_summary(tmp_pat
         ranks[manifest["item"]["index"]] = manifest["process"]["rank"]
     assert ranks == {0: 0, 1: 1, 2: 0, 3: 1}  # each item rendered by exactly one process
 
+    # Resumed with another number of processes (here: one), the finished items are skipped.
+    again = subprocess.run(
+        [sys.executable, *cmd[cmd.index("-m", 3) :]],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert [json.loads(line)["status"] for line in again.stdout.splitlines()] == ["skipped"] * 4
+
 
 @pytest.mark.parametrize(
     ("command", "flags", "absent"),

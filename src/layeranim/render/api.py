@@ -487,6 +487,10 @@ def run_batch(
         session = open_session(request.models, will_animate=True, image_stage=not animate_only)
     sources = session_sources(session)
     device, dtype = str(session.device), dtype_name(session.dtype)
+    if process.distributed and ":" not in str(request.models.device):
+        # `cuda:LOCAL_RANK` was the launcher's choice, not the user's: key renders by the device type, so
+        # a re-run with another number of processes (or none) still skips the finished items.
+        device = session.device.type
     params = request.params()
     sampling, output_settings = request.sampling, request.output_settings
 
@@ -541,6 +545,7 @@ def run_batch(
             timings=outcome.timings,
             output=job.output,
             sources=sources,
+            device=device,
         )
         if process.distributed:  # which process of the launch rendered it
             manifest["process"] = {"rank": process.rank, "world_size": process.world_size}

@@ -217,8 +217,13 @@ def session_manifest(
     timings: dict[str, float],
     output: Path,
     sources: dict[str, Any] | None = None,
+    device: str | None = None,
 ) -> dict[str, Any]:
-    """The manifest of one render from `session`: parameters, seed, sources, versions, timings."""
+    """The manifest of one render from `session`: parameters, seed, sources, versions, timings.
+
+    `device` replaces the session's device in the manifest and its render key (a launcher's per-process
+    `cuda:N` is recorded as `cuda`).
+    """
     from layeranim.render.devices import dtype_name
 
     manifest = build_manifest(
@@ -226,7 +231,7 @@ def session_manifest(
         seed=seed,
         params=params,
         sources=sources if sources is not None else session_sources(session),
-        device=str(session.device),
+        device=device if device is not None else str(session.device),
         dtype=dtype_name(session.dtype),
         timings={**session.load_seconds, **timings},
         output=output,
