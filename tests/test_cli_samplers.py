@@ -152,3 +152,17 @@ def test_help_states_each_stage_default_and_why() -> None:
     assert f"{DEFAULT_IMAGE_SCHEDULERS['sdxl']} on SDXL (LayerDiffuse's demos)" in text
     assert f"stage two {DEFAULT_VIDEO_SCHEDULER} (AnimateDiff's own)" in text
     assert "--video-schedule" in helps and "--motion-norm" in helps
+
+
+def test_a_speed_preset_reports_its_own_stage_two_scheduler() -> None:
+    import torch
+
+    from layeranim.render.components import ModelSpec
+    from layeranim.render.session import RenderSession
+
+    session = RenderSession(
+        ModelSpec.for_preset("tiny"), torch.device("cpu"), torch.float32, speed="lightning-4"
+    )
+    video = session.scheduler_facts()["video"]
+    assert (video["sampler"], video["class"]) == ("lightning-4", "EulerDiscreteScheduler")
+    assert (video["timestep_spacing"], video["beta_schedule"]) == ("trailing", "linear")

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import torch
@@ -22,6 +22,7 @@ from layeranim.pipelines._schedulers import (
     check_stage_settings,
     make_image_scheduler,
     make_video_scheduler,
+    scheduler_facts,
     stage_scheduler_facts,
 )
 from layeranim.pipelines.layeranimate import LayerAnimatePipeline, MotionUNet, build_motion_unet
@@ -29,6 +30,10 @@ from layeranim.pipelines.layerdiffuse import LayerDiffusePipeline
 from layeranim.render.components import Components, ModelSpec, load_components, load_motion_adapter
 from layeranim.render.devices import generator_for
 from layeranim.render.settings import OFFLOAD_MODES, StageProgress
+
+if TYPE_CHECKING:
+    from layeranim.community import LoadedAdapter, LoraRef
+    from layeranim.speed import SpeedPreset
 
 logger = logging.getLogger(__name__)
 
@@ -87,9 +92,16 @@ class RenderSession:
     will_animate: bool = False
     # Stage one may run; False (animate) moves its UNet off the accelerator once stage two is built.
     image_stage: bool = True
+    # Community add-ons of stage two (the base model's LoRAs and embeddings are in `spec`), CLIP layers
+    # skipped from the end in both stages, and a few-step speed preset for stage two (`layeranim.speed`).
+    motion_loras: tuple[LoraRef, ...] = ()
+    clip_skip: int | None = None
+    speed: str | None = None
+    allow_ifa_mismatch: bool = False
     load_seconds: dict[str, float] = field(default_factory=dict)
     _components: Components | None = None
     _motion: MotionUNet | None = None
+    _motion_loaded: list[LoadedAdapter] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.will_animate and self.spec.family != "sd15":
@@ -106,6 +118,15 @@ class RenderSession:
                 "offload='none'.",
                 argument="offload",
             )
+
+    @property
+    def speed_preset(self) -> SpeedPreset | None:
+        """The few-step preset stage two samples with (None: the spec's motion adapter and scheduler)."""
+        if self.speed is None:
+            return None
+        from layeranim.speed import get_speed_preset
+
+        return get_speed_preset(self.speed)
 
     @property
     def load_device(self) -> torch.device:
@@ -127,13 +148,19 @@ class RenderSession:
             if c.family != "sd15":
                 raise UsageError(_SD15_ONLY.format(family=c.family))
             start = time.perf_counter()
-            ref = self.spec.motion_adapter
-            adapter = load_motion_adapter(
-                ref if ref is not None else _default_adapter(self.spec), dtype=self.dtype
-            )
+            adapter = self._motion_adapter()
             self._motion = build_motion_unet(
                 c.unet, adapter, c.layerdiffuse_processors, self.ifa_weights, motion_norm=self.motion_norm
             )
+            # Stage two's own add-ons, fused into the motion UNet only: a preset's LoRA (AnimateLCM's LCM
+            # LoRA), then the MotionLoRAs (camera moves).
+            from layeranim.community import load_motion_loras
+            from layeranim.speed import apply_speed_lora
+
+            preset = self.speed_preset
+            if preset is not None:
+                self._motion_loaded += apply_speed_lora(self._motion.unet, preset)
+            self._motion_loaded += load_motion_loras(self._motion.unet, self.motion_loras)
             self._motion.unet.to(self.load_device)
             if not self.image_stage and self.device.type != "cpu":
                 c.unet.to("cpu")  # stage one will not run (animate): keep its UNet off the accelerator
@@ -145,22 +172,67 @@ class RenderSession:
                 )
         return self._motion
 
+    def _motion_adapter(self) -> Any:
+        """Stage two's MotionAdapter: the speed preset's (its IFA weights checked first), else the spec's."""
+        from layeranim.speed import check_ifa_weights, load_motion_weights, load_speed_motion_adapter
+
+        preset = self.speed_preset
+        if preset is not None:
+            check_ifa_weights(preset, self.ifa_weights, allow_ifa_mismatch=self.allow_ifa_mismatch)
+            return load_speed_motion_adapter(preset, dtype=self.dtype)
+        ref = self.spec.motion_adapter
+        if ref is None:
+            return load_motion_adapter(_default_adapter(self.spec), dtype=self.dtype)
+        # A folder, an original motion module, or a diffusers-keyed state-dict file (Lightning's).
+        return load_motion_weights(ref, dtype=self.dtype)
+
     @property
-    def sources(self) -> dict[str, str]:
-        out = dict(self.components.sources)
+    def sources(self) -> dict[str, Any]:
+        out: dict[str, Any] = dict(self.components.sources)
         if self._motion is not None and self.ifa_weights is not None:
             out["ifa_weights"] = str(self.ifa_weights)
+        if self._motion_loaded:
+            from layeranim.community import provenance
+
+            out["motion_community"] = provenance(self._motion_loaded)
+        if self.speed is not None:
+            out["speed"] = self.speed
         return out
 
     def scheduler_facts(self) -> dict[str, dict[str, object]]:
-        """Per stage: sampler, beta schedule and timestep spacing (for manifests and --json)."""
-        return stage_scheduler_facts(
-            self.components.scheduler.config,
+        """Per stage: sampler, beta schedule and timestep spacing (for manifests and --json).
+
+        With a speed preset, stage two's are those of the preset's scheduler (what `stage_two` installs),
+        its sampler named after the preset."""
+        config = self.components.scheduler.config
+        video_name = self.video_scheduler or self.scheduler
+        facts = stage_scheduler_facts(
+            config,
             family=self.components.family,
             image_scheduler=self.scheduler,
-            video_scheduler=self.video_scheduler or self.scheduler,
+            video_scheduler=video_name,
             video_schedule=self.video_schedule,
         )
+        preset = self.speed_preset
+        if preset is not None:
+            from layeranim.speed import speed_scheduler
+
+            built = make_video_scheduler(config, video_name, schedule=self.video_schedule)
+            video = speed_scheduler(preset, built.config)
+            facts["video"] = {
+                **scheduler_facts(facts["video"]["sampler"], video),
+                "sampler": preset.name,
+                "schedule": self.video_schedule,
+            }
+        return facts
+
+    def expand_prompt(self, text: str) -> str:
+        """`text` with each multi-vector embedding token spelt as all its tokens (no-op without any)."""
+        if not self.spec.embeddings:
+            return text
+        from layeranim.community import expand_embedding_tokens
+
+        return expand_embedding_tokens(text, self.components.tokenizer)
 
     def _offloaded(self, pipe: PipelineT) -> PipelineT:
         """Apply the offload mode. Called for every new pipeline: the two stages share the VAE, the text
@@ -193,19 +265,23 @@ class RenderSession:
 
     def stage_two(self) -> LayerAnimatePipeline:
         c = self.components
-        return self._offloaded(
-            LayerAnimatePipeline(
-                vae=c.vae,
-                text_encoder=c.text_encoder,
-                tokenizer=c.tokenizer,
-                unet=self.motion.unet,
-                scheduler=make_video_scheduler(
-                    c.scheduler.config, self.video_scheduler or self.scheduler, schedule=self.video_schedule
-                ),
-                transparent_decoder=c.transparent_decoder,
-                transparent_encoder=c.transparent_encoder,
-            )
+        pipe = LayerAnimatePipeline(
+            vae=c.vae,
+            text_encoder=c.text_encoder,
+            tokenizer=c.tokenizer,
+            unet=self.motion.unet,
+            scheduler=make_video_scheduler(
+                c.scheduler.config, self.video_scheduler or self.scheduler, schedule=self.video_schedule
+            ),
+            transparent_decoder=c.transparent_decoder,
+            transparent_encoder=c.transparent_encoder,
         )
+        preset = self.speed_preset
+        if preset is not None:  # the distilled motion weights' own sampler (from the base config)
+            from layeranim.speed import apply_speed_scheduler
+
+            apply_speed_scheduler(pipe, preset)
+        return self._offloaded(pipe)
 
     def image(
         self,
@@ -224,8 +300,8 @@ class RenderSession:
         pipe = self.stage_one()
         start = time.perf_counter()
         out = pipe(
-            prompt,
-            negative_prompt,
+            self.expand_prompt(prompt),
+            self.expand_prompt(negative_prompt),
             height=height,
             width=width,
             num_inference_steps=steps,
@@ -233,6 +309,7 @@ class RenderSession:
             generator=generator_for(self.device, seed),
             tta=tta,
             progress=_staged(progress, "image"),
+            clip_skip=self.clip_skip,
         )
         return ImageResult(out.images[0], out.latents[:1], time.perf_counter() - start)
 
@@ -299,8 +376,8 @@ class RenderSession:
         pipe = self.stage_two()
         start = time.perf_counter()
         out = pipe(
-            prompt,
-            negative_prompt,
+            self.expand_prompt(prompt),
+            self.expand_prompt(negative_prompt),
             image=image,
             base_latent=base_latent,
             num_frames=frames,
@@ -314,6 +391,7 @@ class RenderSession:
             context_weighting=context_weighting,
             output_type="latent",
             progress=_staged(progress, "video"),
+            clip_skip=self.clip_skip,
         )
         crop = None if image is None else (int(image.shape[0]), int(image.shape[1]))
         return VideoLatents(out.latents[0], out.base_index, time.perf_counter() - start, crop, pipe)
