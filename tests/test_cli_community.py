@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 from diffusers import (
-    EulerAncestralDiscreteScheduler,
+    DPMSolverMultistepScheduler,
     EulerDiscreteScheduler,
     LCMScheduler,
     UNet2DConditionModel,
@@ -213,7 +213,8 @@ def test_session_builds_stage_two_with_the_presets_scheduler(
     assert pipe.scheduler.config.beta_schedule == "linear"
     if scheduler_class is EulerDiscreteScheduler:
         assert pipe.scheduler.config.timestep_spacing == "trailing"
-    assert type(session.stage_one().scheduler) is EulerAncestralDiscreteScheduler  # stage one: its own
+    # Stage one keeps its own sampler: the SD1.5 default, DPM++ 2M Karras (LayerDiffuse's demos).
+    assert type(session.stage_one().scheduler) is DPMSolverMultistepScheduler
     request = GenerateRequest("x", tmp_path / "x.webm", models=models)
     assert (request.sampling.steps, request.sampling.guidance) == (steps, guidance)
     assert request.sampling.image_steps == 25  # stage one keeps its own steps
