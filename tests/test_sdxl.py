@@ -432,18 +432,20 @@ def test_cli_image_family_sdxl(loaded: Components, tiny_sdxl: dict[str, Any], tm
     args += ["--transparent-decoder", str(root / "transparent_decoder")]
     args += ["--width", str(SIZE), "--height", str(SIZE), "--steps", "2", "--seed", "9", "--fast-decode"]
     args += ["--device", "cpu", "--dtype", "fp32", "--save-latent", "--json", "--quiet"]
+    args += ["--scheduler", "euler_a"]  # the library run below samples with the components' Euler ancestral
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.stderr
     assert result.stderr == ""
     report = json.loads(result.stdout)
     assert report["output"] == str(out) and report["seed"] == 9
+    assert report["schedulers"]["image"]["sampler"] == "euler_a"  # --json names stage one's sampler
     assert (report["width"], report["height"]) == (SIZE, SIZE)
     with Image.open(out) as image:
         assert image.mode == "RGBA" and image.size == (SIZE, SIZE)
         rgba_hwc_uint8 = np.asarray(image)
     latent, meta = load_latent(Path(report["latent"]))
     assert latent.shape == (1, 4, LATENT, LATENT) and meta["family"] == "sdxl"
-    # the same run through the library (the CLI's defaults: guidance 7, empty negative, Euler ancestral)
+    # the same run through the library (the CLI's defaults: guidance 7, empty negative; Euler ancestral)
     expected = run(make_pipeline(loaded), seed=9, guidance_scale=7.0)
     assert np.array_equal(rgba_hwc_uint8, expected.images[0])
     assert torch.equal(latent, expected.latents)
