@@ -40,6 +40,7 @@ from layeranim.render.batch import (
     slugify,
     write_manifest,
 )
+from layeranim.safety import mark_owned, owned_entries
 
 # ---------------------------------------------------------------------------------------------------
 # Batch files.
@@ -665,10 +666,27 @@ def test_existing_output_without_manifest_is_never_replaced_silently(tmp_path: P
     render = FakeRenderer()
     summary = run_batch(jobs, render, render_key_for=render.key)
     assert [result.status for result in summary.results] == ["ok", "failed", "ok"]
-    assert "has no layeranim manifest beside it; pass overwrite=True" in (summary.results[1].error or "")
+    assert "layeranim did not write it" in (summary.results[1].error or "")
+    assert "overwrite" not in (summary.results[1].error or "")  # it would not help: never suggest it
     assert jobs[1].output.read_text() == "someone else's file"
+    # Not even overwrite=True replaces a file layeranim did not write (issue 16) ...
+    summary = run_batch(jobs, render, render_key_for=render.key, overwrite=True)
+    assert [result.status for result in summary.results] == ["skipped", "failed", "skipped"]
+    assert jobs[1].output.read_text() == "someone else's file"
+    # ... but a file the folder's owned-marker lists (written by layeranim, manifest lost) is replaced.
+    mark_owned(jobs[1].output.parent, [jobs[1].output])
     summary = run_batch(jobs, render, render_key_for=render.key, overwrite=True)
     assert [result.status for result in summary.results] == ["skipped", "ok", "skipped"]
+    assert jobs[1].output.read_text() != "someone else's file"
+
+
+def test_batch_outputs_and_manifests_are_marked_owned(tmp_path: Path) -> None:
+    jobs = three_jobs(tmp_path)
+    render = FakeRenderer()
+    run_batch(jobs, render, render_key_for=render.key)
+    owned = owned_entries(jobs[0].output.parent)
+    for job in jobs:
+        assert {job.output.name, manifest_path(job.output).name} <= owned
 
 
 def test_render_key_disagreement_is_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

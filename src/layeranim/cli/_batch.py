@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import typer
 from rich.markup import escape
 from rich.table import Table
 
@@ -38,9 +39,30 @@ def run_cli_batch(request: Any, *, json_output: bool, quiet: bool) -> int:
             request, progress=progress, notify=notifier(quiet), on_start=on_start, on_result=on_result
         )
     if not quiet:
-        console.print(summary_table(summary))
+        if console.is_terminal:
+            console.print(summary_table(summary))
+        else:  # logs and pipes: one plain line per item, nothing truncated (seeds, paths, errors)
+            for line in summary_lines(summary):
+                typer.echo(line, err=True)
         note(f"{len(summary.results)} item(s) in {time.perf_counter() - start:.1f} s", quiet)
     return summary.exit_code
+
+
+def summary_lines(summary: Any) -> list[str]:
+    """The end-of-batch summary off a terminal: one untruncated line per item, then the counts."""
+    lines = []
+    for result in summary.results:
+        detail = result.error if result.status == "failed" else str(result.output)
+        lines.append(
+            f"item {result.index}: {result.status}, seed {result.seed}, {result.seconds:.1f} s, "
+            f"{detail}, prompt {result.prompt!r}"
+        )
+    counts = summary.counts
+    lines.append(
+        f"{counts['ok']} ok, {counts['failed']} failed, {counts['skipped']} skipped "
+        f"in {summary.seconds:.1f} s"
+    )
+    return lines
 
 
 def summary_table(summary: Any) -> Table:

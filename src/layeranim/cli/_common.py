@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from enum import Enum
@@ -25,7 +26,7 @@ from typer import _click as click  # Typer vendors click
 from typer._click import exceptions as click_exc  # Typer vendors click; its errors live here
 
 from layeranim._version import __version__
-from layeranim.cli._errors import translate
+from layeranim.cli._errors import to_cli, translate
 
 console = Console(stderr=True, highlight=False)
 
@@ -88,8 +89,12 @@ class LayerAnimGroup(typer.core.TyperGroup):
             rv = super().main(
                 args=args, prog_name=prog_name, complete_var=complete_var, standalone_mode=False, **extra
             )
-        except click_exc.NoArgsIsHelpError:
-            sys.exit(0)  # the help was already printed
+        except click_exc.NoArgsIsHelpError as exc:
+            # A group without its sub-command is a usage error (exit 2): show what it offers, then say so.
+            typer.echo(exc.format_message(), err=True)
+            command = exc.ctx.command_path if exc.ctx is not None else "layeranim"
+            error_line(f"Missing command; choose one of the commands above (see '{command} --help').")
+            sys.exit(2)
         except click_exc.UsageError as exc:
             if debug_enabled():
                 raise
@@ -115,6 +120,14 @@ class LayerAnimGroup(typer.core.TyperGroup):
             if known is not None:
                 error_line(known[0])
                 sys.exit(known[1])
+            # Ordinary conditions (a full disk, a read-only folder, out of memory, a refused pickle) are
+            # not bugs: one line naming the path or the limit, exit 1.
+            from layeranim import safety
+
+            failure = safety.known_failure(exc)
+            if failure is not None:
+                error_line(to_cli(str(failure)))
+                sys.exit(failure.exit_code)
             error_line(
                 f"unexpected {type(exc).__name__}: {exc}. Re-run with {DEBUG_ENV}=1 for the traceback "
                 "and report it."
@@ -221,6 +234,17 @@ def configure_logging() -> None:
         logging.getLogger(name).setLevel(logging.DEBUG if debug_enabled() else logging.ERROR)
 
 
+def silence_warnings() -> None:
+    """`--quiet`: warnings that are not errors stay off stderr (layeranim's, Python's, diffusers' and
+    transformers' notices such as the float32 one); errors still show. Undone with LAYERANIM_DEBUG=1."""
+    if debug_enabled():
+        return
+    logging.getLogger("layeranim").setLevel(logging.ERROR)
+    for name in ("diffusers", "transformers", "huggingface_hub", "accelerate", "py.warnings"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.simplefilter("ignore")
+
+
 def main() -> None:
     """Console-script entry point."""
     # OpenMP's spinning barriers burn the other cores while torch waits (measured: many times slower on
@@ -236,8 +260,23 @@ OverwriteOpt = Annotated[
     bool, typer.Option("--overwrite", help="Replace the output if it exists (never done otherwise).")
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object with the result on stdout.")]
+
+
+def _quiet_callback(value: bool) -> bool:
+    if value:
+        silence_warnings()
+    return value
+
+
 QuietOpt = Annotated[
-    bool, typer.Option("--quiet", "-q", "--no-progress", help="No progress bars or notes on stderr.")
+    bool,
+    typer.Option(
+        "--quiet",
+        "-q",
+        "--no-progress",
+        help="No progress bars, notes or warnings on stderr (errors still show).",
+        callback=_quiet_callback,
+    ),
 ]
 PreviewOpt = Annotated[
     bool,

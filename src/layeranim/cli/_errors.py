@@ -62,6 +62,7 @@ FLAGS: dict[str, str] = {
     "preview": "--preview",
     "manifest": "--manifest",
     "overwrite": "--overwrite",
+    "allow_outside": "--allow-outside",
 }
 # Booleans whose True (or, for `tta`, False) is a flag of its own.
 SWITCHES: dict[str, str] = {

@@ -49,3 +49,9 @@ def quiet_third_party_logs() -> None:
 
     diffusers_logging.set_verbosity_error()
     transformers_logging.set_verbosity_error()
+
+
+def report_seed(requested: int | None, used: int, quiet: bool) -> None:
+    """A random seed is shown on stderr (`seed: N`), so the render can be made again with --seed N."""
+    if requested is None:
+        note(f"seed: {used} (pass --seed {used} to render this again)", quiet)

@@ -11,7 +11,7 @@ import typer
 from layeranim.cli._batch import run_cli_batch
 from layeranim.cli._common import JsonOpt, QuietOpt, app, print_json
 from layeranim.cli._options import CLIP, OUTPUT, SAMPLING, ClipOptions, model_options, with_option_groups
-from layeranim.cli._render import notifier, quiet_third_party_logs, stage_progress
+from layeranim.cli._render import notifier, quiet_third_party_logs, report_seed, stage_progress
 from layeranim.errors import UsageError
 from layeranim.render.settings import (
     BatchRequest,
@@ -90,6 +90,7 @@ def generate(
             output=output,
             seed=clip.seed,
             shard=clip.shard,
+            allow_outside=clip.allow_outside,
             negative_prompt=clip.negative_prompt,
             frames=clip.frames,
             fps=clip.fps,
@@ -115,6 +116,7 @@ def generate(
     )
     with stage_progress(quiet) as progress:
         outcome = api.generate(request, progress=progress, notify=notifier(quiet))
+    report_seed(clip.seed, outcome.seed, quiet)
     print_clip(outcome, json_output)
 
 
