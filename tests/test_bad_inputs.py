@@ -129,6 +129,14 @@ ROWS = [
     row("generate-shard-garbage", "generate", "--prompts", "{d}/p.txt", "-o", "{o}/out/", "--shard", "x", code=2, needle="--shard"),
     row("generate-huge", "generate", "a fox", "-o", "{o}/g.webm", "--width", "100000", "--height", "100000", code=2, needle="8192"),
     row("generate-negative-not-utf8", "generate", "a fox", "-n", NON_UTF8, "-o", "{o}/g.webm", *TINY, code=2, needle="UTF-8"),
+    # usage errors that need no model come before weights are resolved (a missing --model is not looked at)
+    row("animate-missing-image-no-weights", "animate", "{d}/none.png", "wave", "-o", "{o}/a.webm", "--model", "{d}/no-model", code=2, needle="none.png"),
+    row("animate-frames-10000-no-weights", "animate", "{d}/still.png", "wave", "-o", "{o}/a.webm", "--frames", "10000", "--model", "{d}/no-model", code=2, needle="--frames"),
+    row("generate-shard-3-of-2-no-weights", "generate", "--prompts", "{d}/p.txt", "-o", "{o}/out/", "--shard", "3/2", "--model", "{d}/no-model", code=2, needle="--shard"),
+    row("generate-huge-no-weights", "generate", "a fox", "-o", "{o}/g.webm", "--width", "100000", "--model", "{d}/no-model", code=2, needle="8192"),
+    row("generate-template-no-weights", "generate", "--prompts", "{d}/p.txt", "-o", "{o}/out/{slug:>99999999}.webm", "--model", "{d}/no-model", code=2, needle="format spec"),
+    # a batch whose models cannot be loaded fails once, not once per item
+    row("generate-batch-no-weights", "generate", "--prompts", "{d}/p.txt", "-o", "{o}/out/", "--steps", "1", code=1, needle="weights", may_create="out"),
     # --- convert ---------------------------------------------------------------------------------------
     row("convert-no-args", "convert", code=2, needle="Missing argument"),
     row("convert-missing-input", "convert", "{d}/none.webm", "{o}/c.webm", code=2, needle="none.webm"),
