@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from layeranim import safety
 from layeranim.scene.compose import compose_scene
 from layeranim.scene.model import Layer, Scene
 from layeranim.scene.outputs import (
@@ -109,6 +110,7 @@ def render_scene(
             written.add(composite["file"])
         info["written"] = sorted(written)
         write_json_atomic(out_dir / SCENE_JSON, info)
+        safety.mark_owned(out_dir, [SCENE_JSON, *written])  # what --overwrite may replace next time
         return info
 
     def finish(layer: Layer, frames_fhwc: np.ndarray, seed: int | None, key: str, seconds: float) -> None:
