@@ -121,6 +121,9 @@ ROWS = [
     row("generate-template-conversion", "generate", "--prompts", "{d}/p.txt", "-o", "{o}/out/{slug!r}.webm", code=2, needle="conversion"),
     row("generate-template-format-spec", "generate", "--prompts", "{d}/p.txt", "-o", "{o}/out/{slug:>40}.webm", code=2, needle="format spec"),
     row("generate-template-pad-width", "generate", "--prompts", "{d}/p.txt", "-o", "{o}/out/{index:0200d}.webm", code=2, needle="12"),
+    row("generate-template-issue-attack", "generate", "--prompts", "{d}/p.txt", "-o", "{o}/out/{slug!r:>99999999}.webm", code=2, needle="conversion"),
+    row("generate-item-output-format-spec", "generate", "--prompts", "{d}/spec_attack.jsonl", "-o", "{o}/out/", code=2, needle="format spec"),
+    row("generate-item-output-too-long", "generate", "--prompts", "{d}/long_name.jsonl", "-o", "{o}/out/", code=2, needle="255"),
     row("generate-template-attribute", "generate", "--prompts", "{d}/p.txt", "-o", "{o}/out/{seed.real}.webm", code=2, needle="seed.real"),
     row("generate-batch-dotdot", "generate", "--prompts", "{d}/dotdot.jsonl", "-o", "{o}/out/", code=2, needle=".."),
     row("generate-batch-absolute", "generate", "--prompts", "{d}/absolute.jsonl", "-o", "{o}/out/", code=2, needle="absolute"),
@@ -258,6 +261,10 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (d / "through_link.jsonl").write_text(
         json.dumps({"prompt": "a fox", "output": "escape/victim.webm"}) + "\n"
     )
+    (d / "spec_attack.jsonl").write_text(
+        json.dumps({"prompt": "a fox", "output": "{slug:>9999999999}"}) + "\n"
+    )
+    (d / "long_name.jsonl").write_text(json.dumps({"prompt": "a fox", "output": "x" * 300}) + "\n")
     (d / "broken.toml").write_text("[data\npath = 1\n")
     (d / "unknown_key.toml").write_text("[data]\ncolour = 'red'\n")
     (d / "clips").mkdir()
