@@ -58,14 +58,49 @@ def test_pad_color_under_transparent_fills_only_transparent_pixels() -> None:
     rgba = np.zeros((2, 8, 8, 4), np.uint8)
     rgba[0, 2:6, 2:6] = [200, 100, 50, 255]
     rgba[0, 2, 2, 3] = 10  # a barely visible pixel keeps its colour too
-    padded = alpha.pad_color_under_transparent(rgba, iterations=2)
+    padded = alpha.pad_color_under_transparent(rgba)
     np.testing.assert_array_equal(padded[..., 3], rgba[..., 3])
     visible = rgba[..., 3] > 0
     np.testing.assert_array_equal(padded[visible], rgba[visible])
     np.testing.assert_array_equal(padded[0, 1, 3, :3], [200, 100, 50])  # grown from the neighbour
-    np.testing.assert_array_equal(padded[0, 0, 0, :3], [200, 100, 50])  # beyond reach: the mean colour
+    np.testing.assert_array_equal(padded[0, 0, 0, :3], [200, 100, 50])  # far away: the mean colour
     np.testing.assert_array_equal(padded[1], rgba[1])  # an empty frame stays as it was
     np.testing.assert_array_equal(alpha.pad_color_under_transparent(rgba[0]), padded[0])
+
+
+def test_pad_color_fills_mixed_2x2_blocks_with_their_alpha_weighted_mean() -> None:
+    """Re-derived per block: what one 4:2:0 chroma sample covers gets the visible pixels' colour."""
+    rng = np.random.default_rng(0)
+    rgba = rng.integers(0, 256, (3, 7, 9, 4), dtype=np.uint8)  # odd sizes: edge blocks are partial
+    rgba[..., 3] = np.where(rng.random((3, 7, 9)) < 0.4, 0, rgba[..., 3])
+    padded = alpha.pad_color_under_transparent(rgba)
+    checked = 0
+    for f in range(3):
+        for y in range(0, 7, 2):
+            for x in range(0, 9, 2):
+                block = rgba[f, y : y + 2, x : x + 2].reshape(-1, 4).astype(np.float64)
+                weights = block[:, 3]
+                if weights.sum() == 0 or weights.min() > 0:
+                    continue
+                expected = np.rint((block[:, :3] * weights[:, None]).sum(0) / weights.sum())
+                out_block = padded[f, y : y + 2, x : x + 2].reshape(-1, 4)
+                np.testing.assert_array_equal(
+                    out_block[weights == 0, :3], np.tile(expected, (int((weights == 0).sum()), 1))
+                )
+                checked += 1
+    assert checked > 10
+    visible = rgba[..., 3] > 0
+    np.testing.assert_array_equal(padded[visible], rgba[visible])
+    # Frame by frame or all at once: the same.
+    np.testing.assert_array_equal(np.stack([alpha.pad_color_under_transparent(f) for f in rgba]), padded)
+
+
+def test_pad_color_reaches_across_the_frame() -> None:
+    rgba = np.zeros((1, 33, 40, 4), np.uint8)
+    rgba[0, 30, 2] = [10, 200, 30, 7]  # one faint visible pixel in a corner
+    padded = alpha.pad_color_under_transparent(rgba)
+    assert np.all(padded[0, ..., :3] == [10, 200, 30])
+    np.testing.assert_array_equal(padded[..., 3], rgba[..., 3])
 
 
 def test_checkerboard_composite() -> None:

@@ -276,3 +276,51 @@ def test_traceback_only_with_debug(runner: CliRunner, source: Path, tmp_path: Pa
     )
     assert result.exit_code != 0
     assert result.exception is not None and "cannot store alpha" in str(result.exception)
+
+
+def test_convert_to_mp4_stacked_and_back(runner: CliRunner, source: Path, tmp_path: Path) -> None:
+    stacked = tmp_path / "clip.mp4"
+    result = runner.invoke(app, ["convert", str(source), str(stacked), "--format", "mp4-stacked", "--json"])
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert (report["format"], report["codec"], report["has_alpha"]) == ("mp4-stacked", "h264", True)
+    assert (report["width"], report["height"]) == (WIDTH, HEIGHT)
+    info = runner.invoke(app, ["info", str(stacked), "--json"])
+    assert info.exit_code == 0 and json.loads(info.stdout)["alpha_layout"] == "stacked"
+    human = runner.invoke(app, ["info", str(stacked)])
+    assert "mp4-stacked" in human.stdout
+    back = tmp_path / "back.apng"
+    assert runner.invoke(app, ["convert", str(stacked), str(back)]).exit_code == 0
+    original = video_io.read_video(source).rgba_fhwc_uint8
+    restored = video_io.read_video(back).rgba_fhwc_uint8
+    assert restored.shape == original.shape
+    assert np.abs(restored[..., 3].astype(int) - original[..., 3]).max() <= 16
+
+
+def test_convert_gif_options(runner: CliRunner, source: Path, tmp_path: Path) -> None:
+    out = tmp_path / "clip.gif"
+    result = runner.invoke(
+        app, ["convert", str(source), str(out), "--dither", "bayer:3", "--alpha-threshold", "32"]
+    )
+    assert result.exit_code == 0, result.stderr
+    alpha = video_io.read_video(out).rgba_fhwc_uint8[..., 3]
+    np.testing.assert_array_equal(
+        alpha, np.where(video_io.read_video(source).rgba_fhwc_uint8[..., 3] >= 32, 255, 0)
+    )
+
+
+@pytest.mark.parametrize(
+    ("output", "extra", "needles"),
+    [
+        ("out.mp4", ["--format", "mp4-stacked", "--codec", "vp9"], ["vp9", "h264 or av1"]),
+        ("out.webm", ["--codec", "av1"], ["mp4-stacked only"]),
+        ("out.gif", ["--dither", "wobbly"], ["wobbly"]),
+        ("out.webm", ["--dither", "bayer"], ["GIF only"]),
+    ],
+)
+def test_new_option_errors_before_reading(
+    output: str, extra: list[str], needles: list[str], runner: CliRunner, source: Path, tmp_path: Path
+) -> None:
+    result = runner.invoke(app, ["convert", str(source), str(tmp_path / output), *extra])
+    _assert_one_error_line(result, 2, *needles)
+    assert _files(tmp_path) == []

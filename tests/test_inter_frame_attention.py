@@ -127,9 +127,16 @@ def naive_attention(
 
 
 def naive_eq3(
-    attn: Attention, processor: InterFrameAttnProcessor, x_rnc: torch.Tensor, videos: int, frames: int
+    attn: Attention,
+    processor: InterFrameAttnProcessor,
+    x_rnc: torch.Tensor,
+    videos: int,
+    frames: int,
+    middle: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(SelfAttn(X^i) + eq. 3 branch, the branch alone) for rows b*F + f: explicit loops, float64."""
+    """(SelfAttn(X^i) + eq. 3 branch, the branch alone) for rows b*F + f: explicit loops, float64.
+
+    `middle` is the attended base frame, (F - 1) // 2 unless given."""
     weights = {
         "q": attn.to_q.weight,
         "k": attn.to_k.weight,
@@ -142,7 +149,7 @@ def naive_eq3(
     }
     w = {name: tensor.detach().double() for name, tensor in weights.items()}
     x_rnc = x_rnc.detach().double()
-    middle = (frames - 1) // 2
+    middle = (frames - 1) // 2 if middle is None else middle
     total = torch.empty_like(x_rnc)
     branch = torch.empty_like(x_rnc)
     for video in range(videos):
@@ -653,3 +660,77 @@ def test_load_rejects_files_that_are_not_ifa_weights(unet: UNetMotionModel, tmp_
         load_ifa_weights(unet, tmp_path / "missing.safetensors")
     with pytest.raises(UsageError, match="install_inter_frame_attention"):
         load_ifa_weights(build_unet(layers_per_block=1), foreign)
+
+
+# ------------------------------------------------------------------------------------------------
+# The untrained branch is skipped; the base frame may sit anywhere
+
+
+def count_branch_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    calls: list[int] = []
+    original = InterFrameAttnProcessor.inter_frame_attention
+
+    def counting(self: InterFrameAttnProcessor, *args: object, **kwargs: object) -> torch.Tensor:
+        calls.append(1)
+        return original(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(InterFrameAttnProcessor, "inter_frame_attention", counting)
+    return calls
+
+
+def test_untrained_ifa_skips_its_branch_until_wo_prime_changes(
+    unet: UNetMotionModel, pristine_unet: UNetMotionModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = count_branch_calls(monkeypatch)
+    processors = install_inter_frame_attention(unet)
+    inputs = unet_inputs(videos=2)
+    baseline = run_unet(pristine_unet, inputs)
+    assert torch.equal(run_unet(unet, inputs), baseline) and calls == []  # W_O' = 0: nothing computed
+    with torch.no_grad():  # (with grad on, a W_O' that requires grad always runs: it is being trained)
+        assert all(p.branch_is_zero() for p in processors.values())
+
+    randomize_ifa(processors)  # an in-place change, as loading weights or an optimizer step makes
+    with_ifa = run_unet(unet, inputs)
+    assert len(calls) == len(processors) and not torch.equal(with_ifa, baseline)
+
+    with torch.no_grad():
+        for processor in processors.values():
+            processor.to_out_ifa.weight.zero_()
+            processor.to_out_ifa.bias.zero_()
+    calls.clear()
+    assert torch.equal(run_unet(unet, inputs), baseline) and calls == []
+
+
+def test_a_zero_wo_prime_being_trained_still_runs_its_branch(
+    unet: UNetMotionModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = count_branch_calls(monkeypatch)
+    processors = install_inter_frame_attention(unet)
+    for param in ifa_parameters(processors):
+        param.requires_grad_(True)
+    unet(*unet_inputs(videos=1)).sample.square().mean().backward()
+    assert len(calls) == len(processors)
+    assert all(
+        p.to_out_ifa.weight.grad is not None and p.to_out_ifa.weight.grad.any() for p in processors.values()
+    )
+
+
+@pytest.mark.parametrize("base_index", [0, FRAMES - 1])
+def test_base_index_moves_the_attended_frame(unet: UNetMotionModel, base_index: int) -> None:
+    processors = install_inter_frame_attention(unet)
+    randomize_ifa(processors)
+    context = inter_frame_attention_context(unet)
+    context.base_index = base_index
+    context.update(batch=2, frames=FRAMES)
+    assert context.middle == base_index
+    generator = torch.Generator().manual_seed(4)
+    name, processor = next(iter(processors.items()))
+    attn = unet.get_submodule(name.removesuffix(".processor"))
+    x_rnc = torch.randn(2 * FRAMES, 9, attn.to_q.in_features, generator=generator)
+    expected, _ = naive_eq3(attn, processor, x_rnc, 2, FRAMES, middle=base_index)
+    with torch.no_grad():
+        got = attn(x_rnc)
+    torch.testing.assert_close(got.double(), expected, rtol=0, atol=1e-5)
+    context.base_index = FRAMES
+    with pytest.raises(UsageError, match=f"base_index={FRAMES} is outside the {FRAMES} frames"):
+        run_unet(unet, unet_inputs(videos=1))

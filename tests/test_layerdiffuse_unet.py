@@ -400,3 +400,39 @@ def test_mismatched_sdxl_file_names_the_key(defect: str) -> None:
     with pytest.raises(StateDictMismatchError, match="LayerDiffuse SDXL attention weights") as info:
         apply_layerdiffuse_sdxl(unet, state_dict)
     assert expected in str(info.value)
+
+
+# --- saving and restoring installed processors (what a pipeline's save_pretrained needs) ----------
+
+
+def test_processors_save_and_load_onto_a_fresh_unet_to_identical_output(tmp_path: Path) -> None:
+    from layeranim.models.layerdiffuse_unet import (
+        layerdiffuse_processors,
+        load_layerdiffuse_processors,
+        plain_attention_processors,
+        save_layerdiffuse_processors,
+    )
+
+    unet = tiny_sd15_unet()
+    processors = apply_layerdiffuse_sd15(
+        unet, random_state_dict(sd15_attn_state_dict_shapes(unet, rank=RANK))
+    )
+    assert layerdiffuse_processors(unet).keys() == processors.keys()
+    expected = run_unet(unet)
+    with plain_attention_processors(unet):  # the diffusers layout only, while saving
+        assert not [key for key in unet.state_dict() if ".processor." in key]
+        merged = copy.deepcopy(unet.state_dict())
+    assert all(unet.attn_processors[name] is p for name, p in processors.items())  # put back
+
+    path = tmp_path / "processors.safetensors"
+    save_layerdiffuse_processors(path, processors)
+    fresh = tiny_sd15_unet(seed=3)
+    fresh.load_state_dict(merged)
+    assert not torch.equal(run_unet(fresh), expected)  # the processors are missing: not the same model
+    restored = load_layerdiffuse_processors(fresh, path)
+    assert restored.keys() == processors.keys()
+    assert torch.equal(run_unet(fresh), expected)
+
+    save_file({"x": torch.zeros(1)}, str(tmp_path / "other.safetensors"))
+    with pytest.raises(WeightsError, match="not a LayerDiffuse processors file"):
+        load_layerdiffuse_processors(fresh, tmp_path / "other.safetensors")

@@ -120,3 +120,44 @@ def test_ffmpeg_decodes_our_files_with_alpha(
     if name.endswith(".gif"):  # 1-bit: exactly the threshold at 128
         np.testing.assert_array_equal(decoded[..., 3], np.where(clip[..., 3] >= 128, 255, 0))
     assert decoded[..., 3].min() == 0  # transparency survived, not flattened to opaque
+
+
+def test_ffmpeg_reads_our_mp4_stacked_halves_and_tags(clip: np.ndarray, tmp_path: Path) -> None:
+    """An independent decoder sees colour on top, alpha as grey below, and the tags that mark the file."""
+    out = tmp_path / "ours.mp4"
+    video_io.write_video(out, clip, 24, format="mp4-stacked")
+    raw = tmp_path / "stacked.rgb"
+    _ffmpeg("-i", str(out), "-f", "rawvideo", "-pix_fmt", "rgb24", str(raw))
+    half = HEIGHT + 16  # a multiple of 16 with at least 8 black rows under the clip
+    stacked = np.frombuffer(raw.read_bytes(), np.uint8).reshape(FRAMES, 2 * half, WIDTH, 3).astype(int)
+    top, bottom = stacked[:, :HEIGHT], stacked[:, half : half + HEIGHT]
+    assert np.abs(bottom - clip[..., 3:4]).max() <= 16  # alpha in every channel of the lower half
+    opaque = clip[..., 3] == 255
+    assert np.abs(top - clip[..., :3])[opaque].mean() <= 3
+    # The CLI does the same split with its own filters: crop both halves, alphamerge them back.
+    merged = tmp_path / "merged.rgba"
+    crop = f"crop={WIDTH}:{HEIGHT}:0"
+    split = f"[0]{crop}:0[c];[0]{crop}:ih/2,format=gray[a];[c][a]alphamerge"
+    _ffmpeg(
+        "-i",
+        str(out),
+        "-filter_complex",
+        split,
+        "-fps_mode",
+        "passthrough",
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "rgba",
+        str(merged),
+    )
+    rgba = np.frombuffer(merged.read_bytes(), np.uint8).reshape(clip.shape)
+    ours = video_io.read_video(out).rgba_fhwc_uint8
+    # Our reader agrees with the CLI's split (FFmpeg 5.1 and 8.1 round limited→full range differently).
+    assert np.abs(rgba.astype(int) - ours).max() <= 2
+    if FFPROBE is not None:
+        shown = subprocess.run(
+            [FFPROBE, "-v", "error", "-show_format", str(out)], capture_output=True, text=True, check=True
+        ).stdout
+        assert "TAG:alpha_layout=stacked" in shown
+        assert f"TAG:clip_width={WIDTH}" in shown and f"TAG:clip_height={HEIGHT}" in shown

@@ -96,48 +96,84 @@ def composite_over_checkerboard(rgba_fhwc_uint8: np.ndarray, square: int = 8) ->
     return np.clip(np.rint(rgb_out_01 * 255.0), 0, 255).astype(np.uint8)
 
 
-def pad_color_under_transparent(rgba_fhwc_uint8: np.ndarray, iterations: int = 4) -> np.ndarray:
+def pad_color_under_transparent(rgba_fhwc_uint8: np.ndarray) -> np.ndarray:
     """Fill RGB under alpha 0 with nearby visible colour (edge padding), so 4:2:0 chroma does not bleed.
 
-    Each iteration grows the known region by one pixel (4-neighbourhood), giving each new pixel the mean
-    of its known neighbours. Pixels still unknown afterwards take the frame's mean visible colour, which
-    keeps flat areas flat for the encoder. Alpha is unchanged; pixels with alpha > 0 are unchanged.
-    Accepts (h, w, 4) or (f, h, w, 4).
+    A push-pull pyramid over all frames at once. Push: halve the frames level by level, summing
+    alpha-weighted colour and alpha over 2×2 blocks. Pull: walking back up, a block with visible
+    pixels takes their alpha-weighted mean colour; a block without takes (from the 4×4-pixel level
+    up) the mean over its 3×3 neighbourhood of blocks at the same level if that holds visible
+    pixels, else its parent's colour.
+    So a transparent pixel gets the colour of visible pixels about as near as the nearest ones: a 2×2
+    block that mixes visible and transparent pixels (what one 4:2:0 chroma sample covers) keeps the
+    visible pixels' own mean, pixels next to an edge take that edge's colour, and far away the fill is
+    the mean of ever larger blocks, flat and cheap to encode. Alpha is unchanged; pixels with alpha > 0
+    are unchanged; a frame with nothing visible is returned as it was. Accepts (h, w, 4) or
+    (f, h, w, 4). Works on planes (c, f, h, w) so every pass runs over contiguous rows.
     """
     single = rgba_fhwc_uint8.ndim == 3
     rgba = rgba_fhwc_uint8[None] if single else rgba_fhwc_uint8
-    known_fhw = rgba[..., 3] > 0
-    if known_fhw.all():
-        return rgba_fhwc_uint8.copy()
-    rgb_f32 = rgba[..., :3].astype(np.float32)
-    rgb_f32[~known_fhw] = 0.0
-    for _ in range(iterations):
-        weight = known_fhw.astype(np.float32)
-        total = np.zeros_like(rgb_f32)
-        count = np.zeros_like(weight)
-        # Sum the four neighbours (up, down, left, right) of every pixel, counting only known ones.
-        total[:, 1:] += rgb_f32[:, :-1] * weight[:, :-1, :, None]
-        count[:, 1:] += weight[:, :-1]
-        total[:, :-1] += rgb_f32[:, 1:] * weight[:, 1:, :, None]
-        count[:, :-1] += weight[:, 1:]
-        total[:, :, 1:] += rgb_f32[:, :, :-1] * weight[:, :, :-1, None]
-        count[:, :, 1:] += weight[:, :, :-1]
-        total[:, :, :-1] += rgb_f32[:, :, 1:] * weight[:, :, 1:, None]
-        count[:, :, :-1] += weight[:, :, 1:]
-        grown_fhw = ~known_fhw & (count > 0)
-        if not grown_fhw.any():
-            break
-        rgb_f32[grown_fhw] = total[grown_fhw] / count[grown_fhw][:, None]
-        known_fhw = known_fhw | grown_fhw
-    for frame_index in range(rgba.shape[0]):
-        unknown_hw = ~known_fhw[frame_index]
-        if unknown_hw.any():
-            visible = rgb_f32[frame_index][~unknown_hw]
-            rgb_f32[frame_index][unknown_hw] = visible.mean(axis=0) if visible.size else 0.0
     out = rgba.copy()
-    transparent_fhw = rgba[..., 3] == 0
-    out[..., :3][transparent_fhw] = np.clip(np.rint(rgb_f32[transparent_fhw]), 0, 255).astype(np.uint8)
+    frames, height, width = rgba.shape[:3]
+    fill_fhw = rgba[..., 3] == 0
+    if not fill_fhw.any():
+        return out[0] if single else out
+
+    # 1. Push: sums of (r·a, g·a, b·a, a) over 2x2 blocks, level by level down to one pixel per frame.
+    premul_cfhw = np.empty((4, frames, height, width), np.float32)
+    premul_cfhw[3] = rgba[..., 3]
+    for channel in range(3):
+        np.multiply(rgba[..., channel], premul_cfhw[3], out=premul_cfhw[channel])
+    pyramid = [_sum_2x2(premul_cfhw)]  # level 1 (half size) first
+    while max(pyramid[-1].shape[-2:]) > 1:
+        pyramid.append(_sum_2x2(pyramid[-1]))
+    fill_fhw &= (pyramid[-1][3] > 0)[:, :1, :1]  # a frame with nothing visible stays as it was
+
+    # 2. Pull: a block's own mean colour where it has weight; else, from level 2 up, its 3x3
+    # neighbourhood's (a 12x12-pixel window at level 2, so edges reach their neighbours); else its parent's.
+    colour_cfhw = _mean_colour(pyramid[-1])
+    for level, level_cfhw in reversed(list(enumerate(pyramid[:-1], start=1))):
+        level_height, level_width = level_cfhw.shape[-2:]
+        colour_cfhw = colour_cfhw.repeat(2, axis=-2).repeat(2, axis=-1)[..., :level_height, :level_width]
+        if level >= 2:
+            around_cfhw = _sum_3x3(level_cfhw)
+            np.copyto(colour_cfhw, _mean_colour(around_cfhw), where=around_cfhw[3] > 0)
+        np.copyto(colour_cfhw, _mean_colour(level_cfhw), where=level_cfhw[3] > 0)
+
+    # 3. Level 0 keeps its own colour wherever alpha > 0; each transparent pixel takes its 2x2 block's.
+    colour_cfhw_uint8 = np.clip(np.rint(colour_cfhw), 0, 255).astype(np.uint8)
+    for dy in (0, 1):
+        for dx in (0, 1):
+            fill_sub_fhw = fill_fhw[:, dy::2, dx::2]
+            sub_height, sub_width = fill_sub_fhw.shape[-2:]
+            for channel in range(3):
+                np.copyto(
+                    out[:, dy::2, dx::2, channel],
+                    colour_cfhw_uint8[channel, :, :sub_height, :sub_width],
+                    where=fill_sub_fhw,
+                )
     return out[0] if single else out
+
+
+def _sum_2x2(planes: np.ndarray) -> np.ndarray:
+    """(..., h, w) → (..., ⌈h/2⌉, ⌈w/2⌉): sums over 2x2 blocks; an odd last row/column is summed with 0."""
+    height, width = planes.shape[-2:]
+    if height % 2 or width % 2:
+        planes = np.pad(planes, [(0, 0)] * (planes.ndim - 2) + [(0, height % 2), (0, width % 2)])
+    rows = planes[..., 0::2, :] + planes[..., 1::2, :]
+    return rows[..., 0::2] + rows[..., 1::2]
+
+
+def _sum_3x3(planes: np.ndarray) -> np.ndarray:
+    """(..., h, w) → (..., h, w): each element's sum over its 3x3 neighbourhood (zeros beyond the edge)."""
+    padded = np.pad(planes, [(0, 0)] * (planes.ndim - 2) + [(1, 1), (1, 1)])
+    rows = padded[..., :-2, :] + padded[..., 1:-1, :] + padded[..., 2:, :]
+    return rows[..., :-2] + rows[..., 1:-1] + rows[..., 2:]
+
+
+def _mean_colour(premul_cfhw: np.ndarray) -> np.ndarray:
+    """Sums of (r·a, g·a, b·a, a) → the alpha-weighted mean colour (3, f, h, w); 0 where a sums to 0."""
+    return premul_cfhw[:3] / np.maximum(premul_cfhw[3], 1e-12)
 
 
 def resize_rgba(rgba_hwc_uint8: np.ndarray, width: int, height: int) -> np.ndarray:

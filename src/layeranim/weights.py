@@ -240,6 +240,34 @@ EVAL_SOURCES: dict[str, WeightSource] = {
 }
 
 
+# Distilled (few-step) motion weights for SD1.5, used by `layeranim.speed`'s presets. AnimateLCM ships a
+# diffusers MotionAdapter folder at its repository root plus an LCM LoRA for the UNet's spatial layers;
+# AnimateDiff-Lightning ships one diffusers-keyed MotionAdapter state dict per step count (its `_comfyui`
+# files are the same weights in AnimateDiff's original layout).
+_ANIMATELCM = "wangfuyun/AnimateLCM"
+_LIGHTNING = "ByteDance/AnimateDiff-Lightning"
+SPEED_SOURCES: dict[str, WeightSource] = {
+    "animatelcm_motion_adapter": WeightSource(
+        _ANIMATELCM,
+        allow_patterns=_MOTION_ADAPTER_FILES,
+        description="AnimateLCM motion adapter (diffusers MotionAdapter, SD1.5, 4–8 steps with LCMScheduler)",
+    ),
+    "animatelcm_lora": WeightSource(
+        _ANIMATELCM,
+        "AnimateLCM_sd15_t2v_lora.safetensors",
+        description="AnimateLCM LCM LoRA for the SD1.5 UNet's spatial layers",
+    ),
+    **{
+        f"lightning_{steps}step": WeightSource(
+            _LIGHTNING,
+            f"animatediff_lightning_{steps}step_diffusers.safetensors",
+            description=f"AnimateDiff-Lightning {steps}-step motion adapter (diffusers keys, SD1.5)",
+        )
+        for steps in (2, 4, 8)
+    },
+}
+
+
 def default_source(family: str, component: str) -> WeightSource:
     """The default weights for a family's component, from `DEFAULT_SOURCES`."""
     if family not in DEFAULT_SOURCES:

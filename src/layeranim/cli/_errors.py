@@ -63,6 +63,9 @@ FLAGS: dict[str, str] = {
     "manifest": "--manifest",
     "overwrite": "--overwrite",
     "allow_outside": "--allow-outside",
+    "codec": "--codec",
+    "dither": "--dither",
+    "alpha_threshold": "--alpha-threshold",
 }
 # Booleans whose True (or, for `tta`, False) is a flag of its own.
 SWITCHES: dict[str, str] = {

@@ -42,7 +42,9 @@ CONVERT_EPILOG = """\
 
   layeranim convert clip.webm 'out/frame_%05d.png'       [dim]# → PNG sequence[/dim]
 
-  layeranim convert clip.webm small.gif --resize 320x0 --step 2
+  layeranim convert clip.webm small.gif --resize 320x0 --step 2 --dither bayer
+
+  layeranim convert clip.webm clip.mp4 --format mp4-stacked   [dim]# colour over alpha, for WebGL[/dim]
 
   layeranim convert clip.webm flat.webm --background white --preview --json
 """
@@ -100,6 +102,33 @@ def convert(
         ),
     ] = None,
     background: BackgroundOpt = None,
+    codec: Annotated[
+        str | None,
+        typer.Option(
+            "--codec",
+            help="Codec of --format mp4-stacked: h264 (default) or av1.",
+            show_default=False,
+        ),
+    ] = None,
+    dither: Annotated[
+        str | None,
+        typer.Option(
+            "--dither",
+            help="GIF dithering: none (default), bayer or bayer:0-5, sierra2_4a, floyd_steinberg, sierra2, "
+            "sierra3, burkes, atkinson, heckbert.",
+            show_default=False,
+        ),
+    ] = None,
+    alpha_threshold: Annotated[
+        int | None,
+        typer.Option(
+            "--alpha-threshold",
+            min=1,
+            max=255,
+            help="GIF: pixels with alpha below this become transparent (default 128).",
+            show_default=False,
+        ),
+    ] = None,
     overwrite: OverwriteOpt = False,
     preview: PreviewOpt = False,
     json_output: JsonOpt = False,
@@ -128,6 +157,9 @@ def convert(
             loop=loop,
             preview=preview,
             overwrite=overwrite,
+            codec=codec,
+            dither=dither,
+            alpha_threshold=alpha_threshold,
         ),
     )
     with stage_progress(quiet) as progress:

@@ -67,11 +67,24 @@ class FrameContext:
     frames: int | None = None
     middle: int | None = None
     enabled: bool = True
+    # The base frame's position in the next UNet calls when it is not the middle one (a context window
+    # that holds the clean base frame elsewhere, or `base_position="start"`); None: m = (F − 1) // 2.
+    base_index: int | None = None
     hook_handle: RemovableHandle | None = field(default=None, repr=False, compare=False)
 
     def update(self, batch: int, frames: int) -> None:
-        """Record the batch (videos) and frame count of the call about to run; m follows eq. (3)."""
-        self.batch, self.frames, self.middle = batch, frames, middle_frame_index(frames)
+        """Record the batch (videos) and frame count of the call about to run; m follows eq. (3), or
+        `base_index` when set."""
+        if self.base_index is None:
+            middle = middle_frame_index(frames)
+        elif 0 <= self.base_index < frames:
+            middle = self.base_index
+        else:
+            raise UsageError(
+                f"base_index={self.base_index} is outside the {frames} frames of this UNet call; set "
+                "FrameContext.base_index to a frame of the call (or None for the middle frame)."
+            )
+        self.batch, self.frames, self.middle = batch, frames, middle
 
 
 class InterFrameAttnProcessor(nn.Module):
@@ -104,6 +117,26 @@ class InterFrameAttnProcessor(nn.Module):
             self.to_out_ifa.bias.zero_()
         self.context = context
         self.base = base_processor
+        self._zero_key: tuple[int, ...] | None = None  # W_O' version the cached `_zero` belongs to
+        self._zero = True
+
+    def branch_is_zero(self) -> bool:
+        """Whether W_O' and its bias are exactly 0 (an untrained IFA), so the branch adds exactly 0.
+
+        Tracked through the parameters' version counters, which every in-place change (loading weights,
+        an optimizer step, `nn.init`) bumps: the zero test runs once per change, not once per call. While
+        W_O' can receive a gradient the branch always runs (its gradient is not 0 even where W_O' is).
+        """
+        weight, bias = self.to_out_ifa.weight, self.to_out_ifa.bias
+        if torch.is_grad_enabled() and (weight.requires_grad or bias.requires_grad):
+            return False
+        if weight.device.type == "meta" or bias.device.type == "meta":
+            return False  # offloaded: the hooks bring the weights in only when the layer runs
+        key = (weight.data_ptr(), weight._version, bias.data_ptr(), bias._version)
+        if key != self._zero_key:
+            self._zero = not (bool(weight.any()) or bool(bias.any()))
+            self._zero_key = key
+        return self._zero
 
     def extra_repr(self) -> str:
         base_name = type(self.base).__name__
@@ -133,10 +166,12 @@ class InterFrameAttnProcessor(nn.Module):
                 **extra,
             )
         context = self.context
-        if not context.enabled or context.frames == 1:
-            return output
+        if not context.enabled or context.frames == 1 or self.branch_is_zero():
+            return output  # nothing to add: skip the whole branch (an untrained IFA is the baseline)
         branch = self.inter_frame_attention(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
-        return output + branch
+        if torch.is_grad_enabled() and (output.requires_grad or branch.requires_grad):
+            return output + branch  # autograd may still need `output` as it is
+        return output.add_(branch)  # the base processor's fresh output: add in place
 
     def inter_frame_attention(
         self,
@@ -192,7 +227,7 @@ class InterFrameAttnProcessor(nn.Module):
         heads = attn.heads
         query = rearrange(
             self.to_q_ifa(hidden_states), "(b f) n (h d) -> b h (f n) d", b=videos, f=frames, h=heads
-        )
+        ).contiguous()  # SDPA's fast kernels want contiguous inputs
         key = rearrange(attn.to_k(middle_bnc), "b n (h d) -> b h n d", h=heads)  # host's own W_K
         value = rearrange(attn.to_v(middle_bnc), "b n (h d) -> b h n d", h=heads)  # host's own W_V
         if attn.norm_q is not None:
@@ -207,7 +242,9 @@ class InterFrameAttnProcessor(nn.Module):
             branch = attn.to_out[1](branch)  # the host's dropout
         if input_ndim == 4:
             branch = rearrange(branch, "r (y x) c -> r c y x", y=height, x=width)
-        return branch / attn.rescale_output_factor
+        if attn.rescale_output_factor != 1:
+            branch = branch / attn.rescale_output_factor
+        return branch
 
 
 def _is_spatial_self_attention(processor_name: str) -> bool:

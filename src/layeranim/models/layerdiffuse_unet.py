@@ -17,7 +17,10 @@ c = channels.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
+import os
 from collections.abc import Iterator, Mapping
 from os import PathLike
 from pathlib import Path
@@ -33,6 +36,8 @@ from layeranim.errors import StateDictMismatchError, WeightsError
 logger = logging.getLogger(__name__)
 
 SD15_RANK = 256
+PROCESSORS_FORMAT = "layeranim-layerdiffuse-processors"
+PROCESSORS_FORMAT_VERSION = "1"
 _LORA_PROJECTIONS = (
     ("to_q_lora", "to_q"),
     ("to_k_lora", "to_k"),
@@ -403,3 +408,105 @@ def apply_layerdiffuse_sdxl(unet: nn.Module, state_dict: Mapping[str, torch.Tens
             _projection(_attention(unet, module_path), "to_" + projection), up=pair["up"], down=pair["down"]
         )
     logger.debug("LayerDiffuse SDXL: merged rank-%d LoRAs into %d projections", rank, len(pairs))
+
+
+# --------------------------------------------------------------------------------------------------
+# Saving and restoring installed processors (a diffusers `from_pretrained` builds plain processors)
+
+
+def layerdiffuse_processors(unet: nn.Module) -> dict[str, LayerDiffuseAttnProcessor]:
+    """The LayerDiffuse processors installed on a UNet, keyed by processor name, looking through a wrapping
+    processor's `base` (Inter-Frame Attention wraps the attn1 ones)."""
+    found: dict[str, LayerDiffuseAttnProcessor] = {}
+    for name, processor in unet.attn_processors.items():  # type: ignore[attr-defined]
+        inner = (
+            processor
+            if isinstance(processor, LayerDiffuseAttnProcessor)
+            else getattr(processor, "base", None)
+        )
+        if isinstance(inner, LayerDiffuseAttnProcessor):
+            found[name] = inner
+    return found
+
+
+@contextlib.contextmanager
+def plain_attention_processors(unet: nn.Module) -> Iterator[None]:
+    """Inside the block every processor with weights is a plain `AttnProcessor2_0`, so `unet.state_dict()`
+    (and `save_pretrained`) holds the diffusers layout only; the same processor objects come back after."""
+    installed = dict(unet.attn_processors)  # type: ignore[attr-defined]
+    plain = {name: AttnProcessor2_0() if isinstance(p, nn.Module) else p for name, p in installed.items()}
+    unet.set_attn_processor(plain)  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        unet.set_attn_processor(installed)  # type: ignore[attr-defined]
+
+
+def save_layerdiffuse_processors(
+    path: str | PathLike[str], processors: Mapping[str, LayerDiffuseAttnProcessor]
+) -> None:
+    """Write the processors' weights (`<attention path>.temporal_*`) to one safetensors file, atomically.
+
+    The LoRAs are already merged into the UNet's own weights; this file holds only what
+    `LayerDiffuseAttnProcessor` adds, with each LayerNorm's epsilon in the metadata.
+    """
+    from safetensors.torch import save_file
+
+    if not processors:
+        raise WeightsError("processors is empty; pass the dict layerdiffuse_processors(unet) returns.")
+    tensors: dict[str, torch.Tensor] = {}
+    eps: dict[str, float] = {}
+    for name, processor in processors.items():
+        module_path = name.removesuffix(".processor")
+        for key, tensor in processor.state_dict().items():
+            tensors[f"{module_path}.{key}"] = tensor.detach().to("cpu").contiguous()
+        eps[module_path] = processor.temporal_n.eps
+    metadata = {
+        "format": PROCESSORS_FORMAT,
+        "format_version": PROCESSORS_FORMAT_VERSION,
+        "eps": json.dumps(eps),
+    }
+    file = Path(path)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    temporary = file.with_name(f".{file.name}.{os.getpid()}.tmp")
+    try:
+        save_file(tensors, str(temporary), metadata=metadata)
+        os.replace(temporary, file)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def load_layerdiffuse_processors(
+    unet: nn.Module, path: str | PathLike[str]
+) -> dict[str, LayerDiffuseAttnProcessor]:
+    """Rebuild and install the processors `save_layerdiffuse_processors` wrote (cast to each attention
+    module's device and dtype); returns them keyed by processor name."""
+    from safetensors import safe_open
+
+    file = Path(path)
+    try:
+        with safe_open(str(file), framework="pt") as weights:
+            metadata = dict(weights.metadata() or {})
+            tensors = {key: weights.get_tensor(key) for key in weights.keys()}  # noqa: SIM118
+    except Exception as exc:  # safetensors raises several exception types for corrupt headers
+        raise WeightsError(f"cannot read {file} as safetensors ({exc}); the file may be truncated.") from exc
+    if (
+        metadata.get("format") != PROCESSORS_FORMAT
+        or metadata.get("format_version") != PROCESSORS_FORMAT_VERSION
+    ):
+        raise WeightsError(
+            f"{file} is not a LayerDiffuse processors file (format {metadata.get('format')!r} version "
+            f"{metadata.get('format_version')!r}); pass the file a pipeline's save_pretrained wrote."
+        )
+    eps: dict[str, float] = json.loads(metadata.get("eps", "{}"))
+    processors: dict[str, LayerDiffuseAttnProcessor] = {}
+    for module_path, epsilon in eps.items():
+        prefix = f"{module_path}."
+        state = {key.removeprefix(prefix): t for key, t in tensors.items() if key.startswith(prefix)}
+        if "temporal_i.weight" not in state:
+            raise StateDictMismatchError(f"{file} has no weights for {module_path}; the file is incomplete.")
+        processor = LayerDiffuseAttnProcessor(state["temporal_i.weight"].shape[0], eps=epsilon)
+        processor.load_state_dict(state, strict=True)
+        processors[f"{module_path}.processor"] = processor
+    reinstall_processors(unet, processors)
+    return processors

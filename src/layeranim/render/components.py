@@ -234,9 +234,13 @@ def _load_components(spec: ModelSpec, *, device: torch.device, dtype: torch.dtyp
 
 
 def _freeze(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    from layeranim.models.alignment import realign_weights_
+
     model.eval()
     model.requires_grad_(False)
-    return model.to(device)
+    model = model.to(device)
+    realign_weights_(model)  # the same bits however the weights were loaded (see models/alignment.py)
+    return model
 
 
 def _load(what: str, folder: Path, loader: Any) -> Any:

@@ -111,9 +111,16 @@ def convert(
     settings = request.output_settings
     # 1. Check every argument and the output before decoding anything.
     background_rgb = alpha_ops.parse_color(request.background) if request.background is not None else None
-    if request.output.parent.is_dir():  # a missing folder is check_output's (or the writer's) to report
+    if request.output.parent.is_dir():  # a missing folder is check_output's to report
         safety.check_writable_dir(request.output.parent)
-    spec = video_io.check_output(request.output, format=settings.format, overwrite=settings.overwrite)
+    spec = video_io.check_output(
+        request.output,
+        format=settings.format,
+        overwrite=settings.overwrite,
+        codec=settings.codec,
+        dither=settings.dither,
+        alpha_threshold=settings.alpha_threshold,
+    )
     if settings.preview:
         preview_target = video_io.preview_path(request.output)
         if preview_target.exists() and not settings.overwrite:
@@ -162,6 +169,9 @@ def convert(
         loop=settings.loop,
         overwrite=settings.overwrite,
         progress=_phase(progress, "write"),
+        codec=settings.codec,
+        dither=settings.dither,
+        alpha_threshold=settings.alpha_threshold,
     )
     preview = None
     if settings.preview:

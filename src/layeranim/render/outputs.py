@@ -82,7 +82,14 @@ def check_clip_targets(output: Path, settings: OutputSettings) -> None:
     from layeranim.video_io import check_output, preview_path
 
     make_parent_dir(output)
-    check_output(output, format=settings.format, overwrite=settings.overwrite)
+    check_output(
+        output,
+        format=settings.format,
+        overwrite=settings.overwrite,
+        codec=settings.codec,
+        dither=settings.dither,
+        alpha_threshold=settings.alpha_threshold,
+    )
     if settings.preview and preview_path(output).exists() and not settings.overwrite:
         raise OutputExistsError(
             f"preview {str(preview_path(output))!r} exists; pass overwrite=True to replace it.",
@@ -133,6 +140,9 @@ def write_clip(
         alpha_mode=settings.alpha_mode,  # type: ignore[arg-type]
         loop=settings.loop,
         overwrite=overwrite,
+        codec=settings.codec,
+        dither=settings.dither,
+        alpha_threshold=settings.alpha_threshold,
     )
     written: dict[str, Any] = {
         "output": str(info.path),

@@ -226,7 +226,8 @@ class OutputSettings:
     CRF of webm (0-63) or the quality of lossy webp (0-100); `lossless` None keeps the format's own mode;
     `alpha_mode` stores straight (default) or premultiplied colour; `loop` counts plays of an animated
     image (0: forever). `preview` also writes a checkerboard preview, `manifest` a JSON manifest
-    (`OUTPUT.json`; batches always write one). Nothing is replaced without `overwrite=True`.
+    (`OUTPUT.json`; batches always write one). Nothing is replaced without `overwrite=True`. `codec`
+    picks mp4-stacked's codec (h264 or av1); `dither` and `alpha_threshold` tune GIF output.
     """
 
     format: str | None = None
@@ -237,6 +238,9 @@ class OutputSettings:
     preview: bool = False
     manifest: bool = False
     overwrite: bool = False
+    codec: str | None = None
+    dither: str | None = None
+    alpha_threshold: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "alpha_mode", _choice("alpha_mode", self.alpha_mode, ALPHA_MODES))
@@ -271,6 +275,16 @@ def render_params(
         "preview": output.preview,
         "frames": frames,
         "fps": fps,
+        # Newer encoder settings enter only when set, so earlier manifests' keys (and skips) still match.
+        **{
+            name: value
+            for name, value in (
+                ("codec", output.codec),
+                ("dither", output.dither),
+                ("alpha_threshold", output.alpha_threshold),
+            )
+            if value is not None
+        },
     }
 
 
