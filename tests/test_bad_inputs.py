@@ -165,7 +165,7 @@ ROWS = [
     row("info-not-a-video", "info", "{d}/notes.txt", code=1, needle="notes.txt"),
     row("info-empty-file", "info", "{d}/empty.webm", code=1, needle="empty.webm"),
     row("info-empty-folder", "info", "{d}/emptydir", code=1, needle="no .png frames"),
-    row("info-truncated-png", "info", "{d}/truncated.png", code=1, needle="truncated.png", todo=True),
+    row("info-truncated-png", "info", "{d}/truncated.png", code=1, needle="truncated.png"),
     row("info-bad-option", "info", "{d}/clip.mkv", "--yaml", code=2, needle="No such option"),
     # --- doctor, models --------------------------------------------------------------------------------
     row("doctor-bad-option", "doctor", "--fix", code=2, needle="No such option"),
@@ -515,10 +515,6 @@ def _convert_command(source: Path, target: Path) -> list[str]:
     return [sys.executable, "-m", "layeranim", "convert", str(source), str(target), "--quality", "4", "-q"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=WIRED_LATER + " (video_io temp names carry the PID; writers call clean_stale_partials)",
-)
 def test_convert_killed_mid_write_leaves_no_partial_after_a_rerun(tmp_path: Path) -> None:
     source = tmp_path / "long.mkv"
     rng = np.random.default_rng(0)
