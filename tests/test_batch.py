@@ -14,7 +14,7 @@ import pytest
 from rich.console import Console
 
 from layeranim import __version__
-from layeranim.cli._batch import summary_table
+from layeranim.cli._batch import summary_lines, summary_table
 from layeranim.errors import LayerAnimError, UsageError
 from layeranim.render.batch import (
     ALLOWED_KEYS,
@@ -719,6 +719,26 @@ def test_summary_table_rows_and_counts(tmp_path: Path) -> None:
     for status in ("ok", "failed", "skipped"):
         assert status in text
     assert os.fspath(tmp_path / "c.webm") in text
+
+
+def test_summary_off_a_terminal_is_one_plain_untruncated_line_per_item(tmp_path: Path) -> None:
+    long_prompt = "a very long prompt " * 8
+    long_seed = 2**63 - 1
+    summary = BatchSummary(
+        [
+            ItemResult(
+                0, long_prompt, "ok", tmp_path / "a" / "deep" / "folder" / "clip.webm", None, long_seed
+            ),
+            ItemResult(1, "a bad item", "failed", None, None, 2, error="--frames 99 is outside 2..32"),
+        ]
+    )
+    lines = summary_lines(summary)
+    assert len(lines) == 3  # one per item, then the counts
+    assert f"seed {long_seed}" in lines[0] and long_prompt in lines[0]
+    assert str(tmp_path / "a" / "deep" / "folder" / "clip.webm") in lines[0]
+    assert lines[1].startswith("item 1: failed, seed 2") and "--frames 99 is outside 2..32" in lines[1]
+    assert lines[2].startswith("1 ok, 1 failed, 0 skipped")
+    assert not any("…" in line for line in lines)
 
 
 # ---------------------------------------------------------------------------------------------------
