@@ -85,6 +85,7 @@ class LayerAnimGroup(typer.core.TyperGroup):
         standalone_mode: bool = True,
         **extra: Any,
     ) -> Any:
+        quiet_third_party_defaults()
         try:
             rv = super().main(
                 args=args, prog_name=prog_name, complete_var=complete_var, standalone_mode=False, **extra
@@ -234,6 +235,18 @@ def configure_logging() -> None:
         logging.getLogger(name).setLevel(logging.DEBUG if debug_enabled() else logging.ERROR)
 
 
+def quiet_third_party_defaults() -> None:
+    """diffusers and transformers set their loggers' level from these variables when first imported (a
+    later setLevel is undone by that); default them to errors only, unless the user chose or debugs."""
+    if debug_enabled():
+        return
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    for name in ("diffusers", "transformers"):  # already imported in this process: set them now
+        if os.environ[f"{name.upper()}_VERBOSITY"] == "error":
+            logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def silence_warnings() -> None:
     """`--quiet`: warnings that are not errors stay off stderr (layeranim's, Python's, diffusers' and
     transformers' notices such as the float32 one); errors still show. Undone with LAYERANIM_DEBUG=1."""
@@ -242,6 +255,10 @@ def silence_warnings() -> None:
     logging.getLogger("layeranim").setLevel(logging.ERROR)
     for name in ("diffusers", "transformers", "huggingface_hub", "accelerate", "py.warnings"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    for module in ("diffusers.utils.logging", "transformers.utils.logging"):
+        library = sys.modules.get(module)  # already imported (and configured): set its level directly
+        if library is not None:
+            library.set_verbosity_error()
     warnings.simplefilter("ignore")
 
 
