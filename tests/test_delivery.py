@@ -16,8 +16,6 @@ from layeranim.delivery import TARGETS, deliver, godot, target_names, targets_ta
 from layeranim.delivery.apple import hevc_alpha_available
 from layeranim.errors import LayerAnimError, OutputExistsError, UsageError
 
-STACKED_AVAILABLE = "mp4-stacked" in video_io.format_names()
-
 
 def _files(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.iterdir())
@@ -198,14 +196,6 @@ def test_apple_target_fails_with_one_clear_error_and_no_files(tmp_path: Path) ->
 
 def test_web_target_writes_webm_stacked_mp4_and_page(tmp_path: Path) -> None:
     clip = synthetic_clip()
-    if not STACKED_AVAILABLE:
-        # Until video_io's mp4-stacked format lands, the target refuses cleanly before writing anything.
-        with pytest.raises(UsageError, match="mp4-stacked"):
-            deliver(clip, "web", tmp_path / "hero", 24)
-        assert _files(tmp_path) == []
-        pytest.skip(
-            "video_io has no 'mp4-stacked' format yet (it lands on the vio branch); stacked part skipped"
-        )
     written = deliver(clip, "web", tmp_path / "hero", 24, background="#204060")
     assert [item.path.name for item in written] == [
         "hero.webm",
@@ -219,6 +209,11 @@ def test_web_target_writes_webm_stacked_mp4_and_page(tmp_path: Path) -> None:
     assert stacked.format == "mp4-stacked"
     page = (tmp_path / "hero.html").read_text()
     assert 'src="hero.webm"' in page and 'src="hero.stacked.mp4"' in page and "#204060" in page
+    assert f'data-clip-width="{WIDTH}" data-clip-height="{HEIGHT}"' in page  # the clip, not the picture
+    assert (stacked.width, stacked.height) == (WIDTH, HEIGHT)
+    record = json.loads((tmp_path / "hero.delivery.json").read_text())
+    assert [entry["name"] for entry in record["files"]] == ["hero.webm", "hero.stacked.mp4", "hero.html"]
+    assert _files(tmp_path) == ["hero.delivery.json", "hero.html", "hero.stacked.mp4", "hero.webm"]
 
 
 def test_existing_outputs_are_kept_without_overwrite(tmp_path: Path) -> None:
@@ -270,50 +265,6 @@ def test_a_path_source_keeps_its_fps(tmp_path: Path) -> None:
     # 15 fps: each frame lasts 66.7 ms; whole-ms durations must keep every frame's start within 0.5 ms.
     starts = np.cumsum([0, *durations])
     assert np.abs(starts - np.arange(FRAMES + 1) * 1000 / 15).max() <= 0.5
-
-
-@pytest.mark.skipif(STACKED_AVAILABLE, reason="video_io writes mp4-stacked itself: the test above covers it")
-def test_web_target_page_and_record_with_a_stand_in_stacked_writer(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Until the vio branch's mp4-stacked lands, a stand-in writer (tests/_browser.py) fills that one row."""
-    from dataclasses import replace
-
-    from _browser import write_stacked_mp4
-
-    real_get_format, real_check, real_write = video_io.get_format, video_io.check_output, video_io.write_video
-    stacked_spec = replace(real_get_format("mov"), name="mp4-stacked", extensions=(".mp4",), codec="libx264")
-
-    def get_format(name: str) -> video_io.FormatSpec:
-        return stacked_spec if name == "mp4-stacked" else real_get_format(name)
-
-    def check_output(path: Path, *, format: str | None = None, overwrite: bool = False) -> object:
-        return (
-            stacked_spec if format == "mp4-stacked" else real_check(path, format=format, overwrite=overwrite)
-        )
-
-    def write_video(path: Path, frames: np.ndarray, fps: float, **kwargs: object) -> object:
-        if kwargs.get("format") == "mp4-stacked":
-            return write_stacked_mp4(Path(path), frames, fps)
-        return real_write(path, frames, fps, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(video_io, "get_format", get_format)
-    monkeypatch.setattr(video_io, "check_output", check_output)
-    monkeypatch.setattr(video_io, "write_video", write_video)
-    clip = synthetic_clip()
-    written = deliver(clip, "web", tmp_path / "hero", 24, background="white")
-    assert [item.path.name for item in written] == [
-        "hero.webm",
-        "hero.stacked.mp4",
-        "hero.html",
-        "hero.delivery.json",
-    ]
-    page = (tmp_path / "hero.html").read_text()
-    assert 'src="hero.webm"' in page and 'src="hero.stacked.mp4"' in page and "#ffffff" in page
-    assert f'width="{WIDTH}" height="{HEIGHT}"' in page
-    record = json.loads((tmp_path / "hero.delivery.json").read_text())
-    assert [entry["name"] for entry in record["files"]] == ["hero.webm", "hero.stacked.mp4", "hero.html"]
-    assert _files(tmp_path) == ["hero.delivery.json", "hero.html", "hero.stacked.mp4", "hero.webm"]
 
 
 def test_progress_and_clip_input(tmp_path: Path) -> None:

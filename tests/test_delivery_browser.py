@@ -79,8 +79,6 @@ def test_stacked_page_composites_over_the_page_colour(
 
 @needs_chromium
 def test_stacked_page_plays_video_io_mp4_stacked(tmp_path: Path) -> None:
-    if "mp4-stacked" not in video_io.format_names():
-        pytest.skip("video_io has no 'mp4-stacked' format yet (it lands on the vio branch)")
     clip = _still_clip()
     video = tmp_path / "clip.mp4"
     video_io.write_video(video, clip, 24, format="mp4-stacked")
@@ -104,7 +102,11 @@ def test_web_page_serves_the_webm_or_the_stacked_mp4(
     assert 'src="clip.webm"' in text and 'src="clip.stacked.mp4"' in text
     if prefer is not None:  # what Safari gets: the page's own choice, forced here
         page.write_text(
-            text.replace("data-layeranim-stacked>", f'data-layeranim-stacked data-prefer="{prefer}">', 1)
+            text.replace(
+                "data-layeranim-stacked data-clip",
+                f'data-layeranim-stacked data-prefer="{prefer}" data-clip',
+                1,
+            )
         )
     pixels, dom = screenshot(page, width=320, height=240)
     assert _renderer(dom) == renderer

@@ -136,6 +136,21 @@ def test_preview_page_alpha_only_view(renders: Path) -> None:
     assert np.abs(shown[:, W // 2 + 4 : W - 2] - 255).max() <= 3  # alpha 255 → white
 
 
+@needs_chromium
+def test_preview_page_unstacks_an_mp4_stacked_clip(tmp_path: Path) -> None:
+    video_io.write_video(tmp_path / "a.mp4", _half_clip(), 24, format="mp4-stacked")
+    page = tmp_path / "index.html"
+    assert CliRunner().invoke(app, ["preview", str(tmp_path / "a.mp4"), "-o", str(page)]).exit_code == 0
+    pixels, _ = screenshot(page, width=800, height=400)
+    top, left = _frame_box(pixels)  # the red half is exactly the clip's size: the padding is cropped
+    red = np.all(np.abs(pixels.astype(int) - RED) <= 6, axis=-1)
+    assert red[top + 2 : top + H - 2, left + W // 2 + 2 : left + W - 2].all()  # edges: H.264 deblocking
+    assert not red[top + H + 2 : top + H + 8, left + W // 2 : left + W].any()  # no alpha half below
+    shown = pixels[top + 2 : top + H - 2, left + 2 : left + W // 2 - 4].astype(int)
+    board = alpha_ops.checkerboard_uint8(H, W)[2 : H - 2, 2 : W // 2 - 4].astype(int)
+    assert np.abs(shown - board[..., None]).max() <= 6  # the transparent half shows the checkerboard
+
+
 def test_preview_converts_a_png_sequence_and_keeps_existing_copies(tmp_path: Path) -> None:
     frames = tmp_path / "frames"
     video_io.write_video(frames, _half_clip(), 8, format="png-seq")

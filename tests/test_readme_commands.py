@@ -20,6 +20,9 @@ from pathlib import Path
 
 import pytest
 
+from _clips import synthetic_clip
+from layeranim import video_io
+
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
 
@@ -28,7 +31,11 @@ TINY = {
     "image": "--preset tiny --steps 1 --width 64 --height 64",
     "animate": "--preset tiny --steps 1 --frames 2 --fast-decode",
     "generate": "--preset tiny --steps 1 --image-steps 1 --frames 2 --fast-decode --width 64 --height 64",
+    "eval": "--preset tiny",  # the tiny random CLIP (not with --no-clip)
 }
+# The reader's own files that README's examples name without making them: stand-ins made by the test.
+PROVIDED_CLIPS = ("clip.webm", "other.mov", "fox.webm")
+PROVIDED_COPIES = {"still.png": "examples/sprite.png", "prompts.txt": "examples/prompts.txt"}
 # Commands that cannot run on a CPU-only machine without network, and why.
 SKIPPED = {
     "layeranim models download sd15": "downloads the real weights (network)",
@@ -37,6 +44,14 @@ SKIPPED = {
     "accelerate launch -m layeranim train my.toml": "several GPUs",
     'layeranim animate examples/sprite.png "waving" -o sprite.webm '
     "--ifa-weights runs/ifa/ifa.safetensors": "needs the IFA weights of the real SD1.5 run above",
+    "layeranim generate --prompts prompts.txt -o ifa/ --seed 0 --ifa-weights runs/ifa/ifa.safetensors": (
+        "needs the IFA weights of the real SD1.5 run above"
+    ),
+    "layeranim eval ifa/ baseline/ --json > table1.json": "compares with the ifa/ renders above",
+    "layeranim eval baseline/ ifa/ --html table1.html --json > table1.json": "compares with the ifa/ renders",
+    "layeranim layers scene.toml -o out/ --target unity": (
+        "renders the 512×512 example scene; tests/test_scene_example.py runs it on the tiny preset"
+    ),
 }
 
 
@@ -58,7 +73,7 @@ def runnable(command: str) -> str | None:
         return None
     words = shlex.split(command)
     name = words[1]
-    if name in TINY and "--preset" not in words:
+    if name in TINY and "--preset" not in words and "--no-clip" not in words:
         return f"{command} {TINY[name]}"
     return command
 
@@ -75,6 +90,10 @@ def test_readme_commands_run_verbatim(tmp_path: Path) -> None:
     work = tmp_path / "work"
     work.mkdir()
     shutil.copytree(REPO / "examples", work / "examples")
+    for name in PROVIDED_CLIPS:
+        video_io.write_video(work / name, synthetic_clip(), 8)
+    for name, source in PROVIDED_COPIES.items():
+        shutil.copy(REPO / source, work / name)
     shim = tmp_path / "bin"
     shim.mkdir()
     (shim / "layeranim").write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -m layeranim "$@"\n')
@@ -100,7 +119,7 @@ def test_readme_commands_run_verbatim(tmp_path: Path) -> None:
         ran.append(line)
     assert len(ran) >= 12
     # What the tour and the batch section say they write is there.
-    for name in ("teapot.png", "teapot.webm", "lantern.mov", "lantern.webm", "lantern.apng"):
+    for name in ("teapot.png", "teapot.webm", "lantern.mov", "lantern.webm", "lantern.apng", "preview.html"):
         assert (work / name).is_file(), name
     assert sorted(p.name for p in (work / "frames").iterdir())[0] == "frame_00000.png"
     assert len(list((work / "sprites").glob("*.webm"))) == 2  # examples/stills.txt: two stills

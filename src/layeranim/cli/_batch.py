@@ -45,6 +45,10 @@ def run_cli_batch(request: Any, *, json_output: bool, quiet: bool) -> int:
             for line in summary_lines(summary):
                 typer.echo(line, err=True)
         note(f"{len(summary.results)} item(s) in {time.perf_counter() - start:.1f} s", quiet)
+        if summary.eval is not None:
+            note(eval_note(summary.eval), quiet)
+    if json_output and summary.eval is not None:  # with --eval: a last line with the aggregates
+        print_json(summary.to_json())
     return summary.exit_code
 
 
@@ -63,6 +67,19 @@ def summary_lines(summary: Any) -> list[str]:
         f"in {summary.seconds:.1f} s"
     )
     return lines
+
+
+EVAL_NOTE_KEYS = ("clip_score", "dynamic_degree", "alpha_stability", "alpha_stability_motion_compensated")
+
+
+def eval_note(aggregates: dict[str, Any]) -> str:
+    """One line of the measured batch's means (the JSON summary and the manifests hold every metric)."""
+    parts = [
+        f"{key} {aggregates[key]['mean']:.4g}"
+        for key in EVAL_NOTE_KEYS
+        if key in aggregates and aggregates[key]["mean"] is not None
+    ]
+    return "eval (means): " + (", ".join(parts) if parts else "no metrics")
 
 
 def summary_table(summary: Any) -> Table:

@@ -21,6 +21,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from typer import _click as click  # Typer vendors click
 from typer._click import exceptions as click_exc  # Typer vendors click; its errors live here
@@ -355,6 +356,37 @@ LoopOpt = Annotated[
     int,
     typer.Option("--loop", min=0, help="Plays of an animated image (apng, webp, gif); 0 loops forever."),
 ]
+TargetOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--target",
+        metavar="NAME",
+        help="Deliver to a tool: one name chooses the formats, settings and side files (table below). "
+        "OUTPUT is then a base name without extension (out/clip → out/clip.webm, out/clip.html …); "
+        "--format picks the target's alternative video (unity: mov; editors: mov-xq).",
+        show_default=False,
+    ),
+]
+HtmlOpt = Annotated[
+    bool,
+    typer.Option(
+        "--html",
+        help="With an mp4-stacked output: also write a page beside it (clip.mp4 → clip.html) that plays "
+        "it over the page's background with layeranim's own WebGL player.",
+    ),
+]
+
+
+def targets_epilog() -> str:
+    """The delivery targets table for a command's epilog (one paragraph per target)."""
+    from layeranim.delivery.targets import targets_table
+
+    lines = targets_table().splitlines()
+    return "[bold]Delivery targets[/bold] (--target NAME)\n\n" + "\n\n".join(
+        f"  {escape(line)}" for line in lines
+    )
+
+
 BackgroundOpt = Annotated[
     str | None,
     typer.Option(

@@ -66,6 +66,10 @@ FLAGS: dict[str, str] = {
     "codec": "--codec",
     "dither": "--dither",
     "alpha_threshold": "--alpha-threshold",
+    "target": "--target",
+    "video_format": "--format",
+    "html": "--html",
+    "evaluate": "--eval",
 }
 # Booleans whose True (or, for `tta`, False) is a flag of its own.
 SWITCHES: dict[str, str] = {
@@ -77,6 +81,8 @@ SWITCHES: dict[str, str] = {
     "manifest=True": "--manifest",
     "lossless=True": "--lossless",
     "lossless=False": "--lossy",
+    "html=True": "--html",
+    "evaluate=True": "--eval",
 }
 
 _NAMES = "|".join(sorted(FLAGS, key=len, reverse=True))

@@ -24,11 +24,13 @@ from layeranim.cli._common import (
     AlphaModeChoice,
     AlphaModeOpt,
     FormatOpt,
+    HtmlOpt,
     LoopOpt,
     LosslessOpt,
     OverwriteOpt,
     PreviewOpt,
     QualityOpt,
+    TargetOpt,
 )
 from layeranim.cli._model_options import (
     DeviceOpt,
@@ -176,6 +178,8 @@ OUTPUT = OptionGroup(
         "preview": (PreviewOpt, False),
         "manifest": (ManifestOpt, False),
         "overwrite": (OverwriteOpt, False),
+        "target": (TargetOpt, None),
+        "html": (HtmlOpt, False),
     },
     _output_settings,
 )

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from layeranim.cli._batch import run_cli_batch
-from layeranim.cli._common import JsonOpt, QuietOpt, app
+from layeranim.cli._common import JsonOpt, QuietOpt, app, targets_epilog
 from layeranim.cli._options import CLIP, OUTPUT, SAMPLING, ClipOptions, model_options, with_option_groups
 from layeranim.cli._render import notifier, quiet_third_party_logs, report_seed, stage_progress
 from layeranim.cli.generate import print_clip
@@ -27,7 +27,9 @@ from layeranim.render.settings import (
     epilog="Examples:\n\n"
     '  layeranim animate teapot.png "steam rising" -o teapot.webm\n\n'
     '  layeranim animate teapot.latent.safetensors "steam rising" -o teapot.mov --frames 24 --fps 12\n\n'
-    '  layeranim animate sprite.png "waving" -o frames/ --ifa-weights ifa.safetensors --json',
+    '  layeranim animate sprite.png "waving" -o frames/ --ifa-weights ifa.safetensors --json'
+    + "\n\n"
+    + targets_epilog(),
 )
 @with_option_groups(clip=CLIP, sampling=SAMPLING, models=model_options(animate=True), output_settings=OUTPUT)
 def animate(
@@ -57,6 +59,14 @@ def animate(
             "per-item negative, seed, frames, fps, output. Finished items are skipped on re-runs.",
         ),
     ] = None,
+    evaluate: Annotated[
+        bool,
+        typer.Option(
+            "--eval",
+            help="Batch mode: measure each clip (CLIP score, motion, alpha stability …, as `layeranim eval`; "
+            "the tiny random CLIP with --preset tiny) and store the metrics in its manifest and the summary.",
+        ),
+    ] = False,
     json_output: JsonOpt = False,
     quiet: QuietOpt = False,
     *,
@@ -75,6 +85,10 @@ def animate(
         raise UsageError("give IMAGE and PROMPT, or --inputs FILE for a batch (not both).")
     if inputs is None and clip.shard is not None:
         raise UsageError("--shard splits a batch; use it with --inputs FILE.")
+    if inputs is None and evaluate:
+        raise UsageError(
+            "--eval measures a batch; use it with --inputs FILE (or run `layeranim eval` on the clip)."
+        )
     quiet_third_party_logs()
 
     # 2. Batch mode: plan, skip finished items, render the rest, report each.
@@ -92,6 +106,7 @@ def animate(
             sampling=sampling,
             output_settings=output_settings,
             models=models,
+            evaluate=evaluate,
         )
         raise typer.Exit(run_cli_batch(batch, json_output=json_output, quiet=quiet))
 

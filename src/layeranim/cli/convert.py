@@ -14,6 +14,7 @@ from layeranim.cli._common import (
     BackgroundOpt,
     FormatOpt,
     FpsOpt,
+    HtmlOpt,
     JsonOpt,
     LoopOpt,
     LosslessOpt,
@@ -21,9 +22,11 @@ from layeranim.cli._common import (
     PreviewOpt,
     QualityOpt,
     QuietOpt,
+    TargetOpt,
     app,
     note,
     print_json,
+    targets_epilog,
 )
 from layeranim.cli._render import notifier, stage_progress
 from layeranim.errors import UsageError
@@ -47,6 +50,10 @@ CONVERT_EPILOG = """\
   layeranim convert clip.webm clip.mp4 --format mp4-stacked   [dim]# colour over alpha, for WebGL[/dim]
 
   layeranim convert clip.webm flat.webm --background white --preview --json
+
+  layeranim convert clip.webm out/clip --target web      [dim]# out/clip.webm, .stacked.mp4, .html[/dim]
+
+  layeranim convert clip.webm out/hero --target godot    [dim]# out/hero_frames/, .png, .tres[/dim]
 """
 
 
@@ -61,7 +68,7 @@ def parse_resize(text: str) -> tuple[int, int]:
     return int(match.group(1)), int(match.group(2))
 
 
-@app.command(epilog=CONVERT_EPILOG)
+@app.command(epilog=CONVERT_EPILOG + "\n" + targets_epilog())
 def convert(
     input: Annotated[
         Path,
@@ -75,7 +82,8 @@ def convert(
         Path,
         typer.Argument(
             help="File to write; its extension picks the format (.webm .mov .mkv .apng .png .webp .gif), "
-            "or a directory / frame_%05d.png pattern for a PNG sequence.",
+            "or a directory / frame_%05d.png pattern for a PNG sequence. With --target: a base name "
+            "without extension (out/clip).",
             metavar="OUTPUT",
             show_default=False,
         ),
@@ -129,6 +137,8 @@ def convert(
             show_default=False,
         ),
     ] = None,
+    target: TargetOpt = None,
+    html: HtmlOpt = False,
     overwrite: OverwriteOpt = False,
     preview: PreviewOpt = False,
     json_output: JsonOpt = False,
@@ -160,6 +170,8 @@ def convert(
             codec=codec,
             dither=dither,
             alpha_threshold=alpha_threshold,
+            target=target,
+            html=html,
         ),
     )
     with stage_progress(quiet) as progress:
@@ -176,9 +188,13 @@ def convert(
         print_json(outcome.to_json())
         return
     alpha_text = "alpha stored" if info.has_alpha else "no alpha"
+    what = f"target {outcome.target}" if outcome.target is not None else outcome.format_name
     note(
-        f"wrote {info.frames} frames, {info.width}x{info.height} at {info.fps:g} fps: {outcome.format_name} "
+        f"wrote {info.frames} frames, {info.width}x{info.height} at {info.fps:g} fps: {what} "
         f"[{info.codec}, {info.pix_fmt}], {alpha_text}",
         quiet,
     )
-    typer.echo(str(info.path))
+    for path in outcome.delivered or [info.path]:
+        typer.echo(str(path))
+    if outcome.html is not None:
+        typer.echo(str(outcome.html))

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from layeranim.cli._batch import run_cli_batch
-from layeranim.cli._common import JsonOpt, QuietOpt, app, print_json
+from layeranim.cli._common import JsonOpt, QuietOpt, app, print_json, targets_epilog
 from layeranim.cli._options import CLIP, OUTPUT, SAMPLING, ClipOptions, model_options, with_option_groups
 from layeranim.cli._render import notifier, quiet_third_party_logs, report_seed, stage_progress
 from layeranim.errors import UsageError
@@ -27,7 +27,9 @@ from layeranim.render.settings import (
     epilog="Examples:\n\n"
     '  layeranim generate "a paper lantern swaying" -o lantern.webm\n\n'
     '  layeranim generate "a paper lantern swaying" -o lantern.mov --save-image lantern.png --seed 7\n\n'
-    '  layeranim generate "a paper lantern swaying" --preset tiny -o out/lantern.webm --json',
+    '  layeranim generate "a paper lantern swaying" --preset tiny -o out/lantern.webm --json'
+    + "\n\n"
+    + targets_epilog(),
 )
 @with_option_groups(clip=CLIP, sampling=SAMPLING, models=model_options(animate=True), output_settings=OUTPUT)
 def generate(
@@ -61,6 +63,14 @@ def generate(
         Path | None,
         typer.Option("--save-image", help="Also write stage one's RGBA image (.png or .webp) here."),
     ] = None,
+    evaluate: Annotated[
+        bool,
+        typer.Option(
+            "--eval",
+            help="Batch mode: measure each clip (CLIP score, motion, alpha stability …, as `layeranim eval`; "
+            "the tiny random CLIP with --preset tiny) and store the metrics in its manifest and the summary.",
+        ),
+    ] = False,
     json_output: JsonOpt = False,
     quiet: QuietOpt = False,
     *,
@@ -80,6 +90,10 @@ def generate(
     if prompts is not None and save_image is not None:
         raise UsageError("--save-image names one file; it cannot be used with --prompts.")
     sampling = dataclasses.replace(sampling, image_steps=image_steps, image_guidance=image_guidance)
+    if prompts is None and evaluate:
+        raise UsageError(
+            "--eval measures a batch; use it with --prompts FILE (or run `layeranim eval` on the clip)."
+        )
     quiet_third_party_logs()
 
     # 2. Batch mode: plan, skip finished items, render the rest, report each.
@@ -97,6 +111,7 @@ def generate(
             sampling=sampling,
             output_settings=output_settings,
             models=models,
+            evaluate=evaluate,
         )
         raise typer.Exit(run_cli_batch(batch, json_output=json_output, quiet=quiet))
 

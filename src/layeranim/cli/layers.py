@@ -21,6 +21,7 @@ from layeranim.cli._common import (
     app,
     note,
     print_json,
+    targets_epilog,
 )
 from layeranim.cli._model_options import (
     DeviceOpt,
@@ -76,12 +77,15 @@ RENDER_EPILOG = """\
 
   layeranim layers render scene.toml -o out/ --format mov --seed 7 --json
 
-OUT/ receives layers/NN-NAME.EXT (one RGBA video per layer), composite.EXT and scene.json. Re-running
-renders again only the layers whose inputs or parameters changed.
+  layeranim layers scene.toml -o out/ --target godot   [dim]# + out/godot/composite_frames/, .png, .tres[/dim]
+
+OUT/ receives layers/NN-NAME.EXT (one RGBA video per layer), composite.EXT and scene.json; with --target
+NAME, also the composite delivered to OUT/NAME/composite.*. Re-running renders again only the layers
+whose inputs or parameters changed.
 """
 
 
-@layers_app.command("render", epilog=RENDER_EPILOG)
+@layers_app.command("render", epilog=RENDER_EPILOG + "\n" + targets_epilog())
 def render(
     scene_file: Annotated[
         Path, typer.Argument(help="The scene file (TOML: [canvas] and [[layer]] tables).", metavar="SCENE")
@@ -132,6 +136,16 @@ def render(
             "--loop/--hold", help="A clip shorter than the canvas starts over, or holds its last frame."
         ),
     ] = False,
+    target: Annotated[
+        str | None,
+        typer.Option(
+            "--target",
+            metavar="NAME",
+            help="Also deliver the composite to a tool: one name chooses the formats, settings and side "
+            "files (table below), written as OUT/NAME/composite.*.",
+            show_default=False,
+        ),
+    ] = None,
     overwrite: OverwriteOpt = False,
     json_output: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -161,6 +175,7 @@ def render(
         lossless=lossless,
         alpha_mode=alpha_mode.value,
         repeat="loop" if loop else "hold",
+        target=target,
     )
     check_scene_outputs(scene, output, settings, overwrite=overwrite)
     layer_ifa = scene_ifa_weights(scene)
@@ -219,6 +234,8 @@ def render(
     for report in result.layers:
         note(f"{report.status:>8}  {report.file}", quiet)
     typer.echo(str(result.composite))
+    for path in result.delivered:
+        typer.echo(str(path))
 
 
 INIT_EPILOG = """\

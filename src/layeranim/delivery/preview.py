@@ -42,9 +42,12 @@ class PreviewClip:
     fps: float
     frames: int
     width: int
-    height: int  # of the picture (half the stored height for stacked alpha)
+    height: int  # of the clip (for stacked alpha: one half's clip, not the stored picture)
     prompt: str | None = None
     seed: int | None = None
+    # Stacked alpha: the stored picture (both halves, padded; the clip is each half's top-left corner).
+    picture_width: int | None = None
+    picture_height: int | None = None
 
 
 def _read_json(path: Path) -> Any:
@@ -141,6 +144,15 @@ def _browser_plays(info: video_io.VideoInfo) -> bool:
     return info.path.suffix.lower() in (".mp4", ".m4v") and info.codec == "h264" and not info.has_alpha
 
 
+def _video_style(clip: PreviewClip) -> str:
+    """A stacked clip's <video> is the whole picture, scaled so that the clip fills its frame."""
+    if not clip.stacked or clip.picture_width is None or clip.picture_height is None:
+        return ""
+    width = 100 * clip.picture_width / clip.width
+    height = 100 * clip.picture_height / clip.height
+    return f' style="width: {width:.4f}%; height: {height:.4f}%"'
+
+
 def _copy_name(index: int, source: Path) -> str:
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", source.name.rstrip("/")) or "clip"
     return f"{index:02d}-{stem}.webm"
@@ -186,6 +198,12 @@ def build_preview(
     for index, ((source, manifest), info) in enumerate(zip(found, infos, strict=True)):
         prompt, seed = _manifest_fields(manifest)
         stacked = info.format == "mp4-stacked"
+        picture: tuple[int, int] | tuple[None, None] = (None, None)
+        if stacked:  # layeranim's mp4-stacked: probe reports the clip; each half is padded (guard band)
+            from layeranim.video_io.stacked import half_size
+
+            half_height, half_width = half_size(info.height, info.width)
+            picture = (half_width, 2 * half_height)
         video, converted = source, False
         if not _browser_plays(info):
             copies.mkdir(exist_ok=True)
@@ -202,9 +220,11 @@ def build_preview(
                 fps=info.fps,
                 frames=info.frames,
                 width=info.width,
-                height=info.height // 2 if stacked else info.height,
+                height=info.height,
                 prompt=prompt,
                 seed=seed,
+                picture_width=picture[0],
+                picture_height=picture[1],
             )
         )
 
@@ -293,7 +313,7 @@ def _card(clip: PreviewClip, page: Path, colors: Sequence[str]) -> str:
     return f"""<figure class="clip" data-fps="{clip.fps:g}" data-frames="{clip.frames}">
 <div class="stage view-checker">
 <div class="{frame_class}" style="width: {clip.width}px; aspect-ratio: {clip.width} / {clip.height}">
-<video src="{url}" muted loop autoplay playsinline preload="auto"></video>
+<video src="{url}" muted loop autoplay playsinline preload="auto"{_video_style(clip)}></video>
 </div>
 </div>
 <div class="controls">

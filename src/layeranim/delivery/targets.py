@@ -194,7 +194,7 @@ def _as_clip(frames_or_source: Any, fps: float | None) -> tuple[np.ndarray, floa
     )
 
 
-def _check_out_base(out_base: str | Path) -> Path:
+def _check_out_base(out_base: str | Path, require_folder: bool = True) -> Path:
     base = Path(out_base)
     if not base.name or base.name in (".", ".."):
         raise UsageError(f"out_base {str(out_base)!r} needs a file name, e.g. out/clip.")
@@ -203,7 +203,7 @@ def _check_out_base(out_base: str | Path) -> Path:
             f"out_base {str(out_base)!r} must be a name without extension (e.g. "
             f"{str(base.with_suffix(''))!r}); the target adds each file's extension."
         )
-    if not base.parent.is_dir():
+    if require_folder and not base.parent.is_dir():
         raise UsageError(f"the folder of out_base {str(out_base)!r} does not exist; create it first.")
     return base
 
@@ -237,9 +237,50 @@ def _plan(
 def _check_free(path: Path, overwrite: bool) -> None:
     if (path.exists() or path.is_symlink()) and not overwrite:
         raise OutputExistsError(
-            f"output {str(path)!r} already exists; pass --overwrite (overwrite=True) to replace it, or "
+            f"output {str(path)!r} already exists; pass overwrite=True to replace it, or "
             "choose another out_base."
         )
+
+
+def _check(
+    spec: Target,
+    out_base: str | Path,
+    *,
+    overwrite: bool,
+    video_format: str | None,
+    require_folder: bool = True,
+) -> list[tuple[TargetOutput, Path, str | None]]:
+    if spec.name == "apple":
+        apple.require_hevc_alpha()
+    planned = _plan(spec, _check_out_base(out_base, require_folder), video_format)
+    for _, path, _ in planned:
+        _check_free(path, overwrite)
+    return planned
+
+
+def check_delivery(
+    target: str,
+    out_base: str | Path,
+    *,
+    overwrite: bool = False,
+    video_format: str | None = None,
+    require_folder: bool = True,
+) -> list[tuple[TargetOutput, Path]]:
+    """What `deliver` checks before it reads anything, without writing: for callers that render first.
+
+    Raises what `deliver` would (an unknown target, a format that does not fit it, an `out_base` with an
+    extension or without a folder, a file that exists without `overwrite`, `apple` off macOS); returns
+    each output and its path, in table order. `require_folder=False`: the caller creates `out_base`'s
+    folder before delivering.
+    """
+    planned = _check(
+        get_target(target),
+        out_base,
+        overwrite=overwrite,
+        video_format=video_format,
+        require_folder=require_folder,
+    )
+    return [(output, path) for output, path, _ in planned]
 
 
 def deliver(
@@ -266,12 +307,8 @@ def deliver(
     spec = get_target(target)
     if fps is not None and not (isinstance(fps, int | float) and math.isfinite(fps) and fps > 0):
         raise UsageError(f"fps {fps!r} must be a positive number (e.g. 24), or None to keep the clip's.")
-    if spec.name == "apple":
-        apple.require_hevc_alpha()
+    planned = _check(spec, out_base, overwrite=overwrite, video_format=video_format)
     base = _check_out_base(out_base)
-    planned = _plan(spec, base, video_format)
-    for _, path, _ in planned:
-        _check_free(path, overwrite)
     web.css_color(background)
 
     # 2. Read the frames.

@@ -45,8 +45,12 @@ def write_text_atomic(path: str | Path, text: str, *, overwrite: bool = False) -
 
 
 def _size_of(video: Path, stacked: bool) -> tuple[int, int]:
+    """The clip's (width, height): a stacked file layeranim tagged reports its clip's size itself; an
+    untagged stacked file is taken as two equal halves."""
     info = video_io.probe(video)
-    return info.width, info.height // 2 if stacked else info.height
+    if stacked and getattr(info, "alpha_layout", None) != "stacked":
+        return info.width, info.height // 2
+    return info.width, info.height
 
 
 def _page(title: str, background: str, style: str, body: str, script: str) -> str:
@@ -76,7 +80,8 @@ def stacked_player_markup(video_url: str, width: int, height: int, *, loop: bool
     """The element the player script turns into a stacked-alpha view (a hidden video and a canvas)."""
     loop_attr = " loop" if loop else ""
     return (
-        f'<div class="layeranim-player" data-layeranim-stacked>\n'
+        f'<div class="layeranim-player" data-layeranim-stacked data-clip-width="{width}" '
+        f'data-clip-height="{height}">\n'
         f'<video data-layeranim-stacked-video src="{html.escape(video_url)}" muted playsinline autoplay'
         f'{loop_attr} preload="auto" hidden></video>\n'
         f'<canvas class="layeranim-view" width="{width}" height="{height}" '
@@ -125,7 +130,8 @@ def web_snippet(webm_url: str, stacked_url: str, width: int, height: int, *, loo
     """
     loop_attr = " loop" if loop else ""
     return (
-        f'<div class="layeranim-player" data-layeranim-stacked>\n'
+        f'<div class="layeranim-player" data-layeranim-stacked data-clip-width="{width}" '
+        f'data-clip-height="{height}">\n'
         f'<video data-layeranim-webm class="layeranim-view" src="{html.escape(webm_url)}" muted playsinline '
         f'autoplay{loop_attr} width="{width}" height="{height}"></video>\n'
         f'<video data-layeranim-stacked-video src="{html.escape(stacked_url)}" muted playsinline autoplay'

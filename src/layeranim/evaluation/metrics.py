@@ -155,7 +155,7 @@ def colour_leak(rgba_fhwc_uint8: np.ndarray, band: int = COLOUR_PAD_ITERATIONS) 
     band_fhw &= alpha_fhw == 0
     if not band_fhw.any():
         return 0.0
-    padded = pad_color_under_transparent(rgba_fhwc_uint8, iterations=band)
+    padded = pad_color_under_transparent(rgba_fhwc_uint8)  # the whole clip, as the writers pad it
     diff = np.abs(rgba_fhwc_uint8[..., :3].astype(np.float32) - padded[..., :3].astype(np.float32))
     return float(diff[band_fhw].mean() / 255.0)
 

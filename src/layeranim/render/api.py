@@ -104,6 +104,9 @@ class ClipOutcome:
     image: Path | None = None  # generate's save_image
     manifest: Path | None = None
     input: str | None = None  # animate: the file stage two started from (the image or its latent)
+    target: str | None = None  # the delivery target, when one wrote the clip
+    delivered: list[Path] = field(default_factory=list)  # every file the target wrote (output is the first)
+    html: Path | None = None  # the player page of an mp4-stacked output
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -117,7 +120,10 @@ class ClipOutcome:
             "alpha": self.alpha,
             "middle_frame": self.middle_frame,
         }
-        for key in ("preview", "image", "manifest"):
+        if self.target is not None:
+            out["target"] = self.target
+            out["delivered"] = [str(path) for path in self.delivered]
+        for key in ("html", "preview", "image", "manifest"):
             if getattr(self, key) is not None:
                 out[key] = str(getattr(self, key))
         out["seed"] = self.seed
@@ -127,8 +133,10 @@ class ClipOutcome:
         return out
 
     def paths(self) -> list[Path]:
-        """The files written: the clip, then the preview, the stage-one image and the manifest if any."""
-        return [p for p in (self.output, self.preview, self.image, self.manifest) if p is not None]
+        """The files written: the clip (or every file of its target), then the page, the preview, the
+        stage-one image and the manifest if any."""
+        clips = self.delivered or [self.output]
+        return clips + [p for p in (self.html, self.preview, self.image, self.manifest) if p is not None]
 
 
 def resolve_seed(seed: int | None) -> int:
@@ -261,7 +269,7 @@ def animate(
     if request.output_settings.manifest:
         outcome.manifest = write_single_manifest(
             session,
-            output=request.output,
+            output=outcome.output if outcome.target is not None else request.output,
             prompt=request.prompt,
             negative_prompt=request.negative_prompt,
             seed=seed,
@@ -307,7 +315,7 @@ def generate(
     if request.output_settings.manifest:
         outcome.manifest = write_single_manifest(
             session,
-            output=request.output,
+            output=outcome.output if outcome.target is not None else request.output,
             prompt=request.prompt,
             negative_prompt=request.negative_prompt,
             seed=seed,
@@ -332,6 +340,9 @@ def _clip_outcome(written: dict[str, Any], middle: int, seed: int, timings: dict
         seed=seed,
         timings=timings,
         preview=Path(written["preview"]) if "preview" in written else None,
+        target=written.get("target"),
+        delivered=[Path(path) for path in written.get("delivered", [])],
+        html=Path(written["html"]) if "html" in written else None,
     )
 
 
@@ -493,6 +504,8 @@ def run_batch(
     device, dtype = str(session.device), dtype_name(session.dtype)
     params = request.params()
     sampling, output_settings = request.sampling, request.output_settings
+    # The CLIP scorer loads once for the whole batch (and fails here, before any render, when offline).
+    scorer = _eval_scorer(request.models, device) if request.evaluate else None
 
     def item_params(job: BatchJob) -> dict[str, Any]:
         out = dict(params)
@@ -532,11 +545,17 @@ def run_batch(
                 session, sampling, output_settings, source, item.prompt, negative, job.seed,
                 p["frames"], p["fps"], job.output, overwrite=overwrite, progress=progress, notify=notify,
             )  # fmt: skip
+            still: Path | Any = source.rgba_hwc_uint8  # what stage two started from, as it went in
+            still_path = None
         else:
+            # Measuring the still frame needs stage one's image: keep it beside the clip.
+            still_path = still_image_path(job.output) if request.evaluate else None
             outcome = _generate_clip(
                 session, sampling, output_settings, item.prompt, negative, job.seed,
                 p["frames"], p["fps"], job.output, overwrite=overwrite, progress=progress, notify=notify,
+                save_image=still_path,
             )  # fmt: skip
+            still = still_path
         manifest = session_manifest(
             session,
             item=item,
@@ -546,17 +565,89 @@ def run_batch(
             output=job.output,
             sources=sources,
         )
+        if still_path is not None:
+            manifest["still"] = still_path.name  # relative: the batch folder travels with its files
+        if request.evaluate:
+            manifest["eval"] = _measure(
+                job.output, prompt=item.prompt, still=still, still_index=outcome.middle_frame,
+                scorer=scorer, device=device,
+            )  # fmt: skip
         return RenderResult(job.output, manifest)
 
+    def measured(result: ItemResult) -> None:
+        # A finished item skipped before --eval was asked for: measure it now, from its manifest.
+        if not request.evaluate:
+            result.eval = None  # a manifest measured earlier: reported only when this run measures
+        elif result.status == "skipped" and result.eval is None and result.output is not None:
+            result.eval = _measure(result.output, scorer=scorer, device=device, save=True)
+        if on_result is not None:
+            on_result(result)
+
     # 2. Render, one failure never stopping the batch.
-    return batch.run_batch(
+    summary = batch.run_batch(
         jobs,
         render,
         render_key_for=key_for,
         overwrite=output_settings.overwrite,
         on_start=on_start,
-        on_result=on_result,
+        on_result=measured,
     )
+    if request.evaluate:
+        from layeranim.evaluation import aggregate
+
+        entries = [result.eval for result in summary.results if result.eval is not None]
+        summary.eval = aggregate([entry for entry in entries if "metrics" in entry])
+    return summary
+
+
+def still_image_path(output: Path) -> Path:
+    """Where a measured generate batch keeps stage one's image: `0003-fox.webm` → `0003-fox.still.png`."""
+    output = Path(output)
+    return output.with_name(f"{output.with_suffix('').name if output.suffix else output.name}.still.png")
+
+
+def _eval_scorer(models: ModelSettings, device: str) -> Any:
+    """The CLIP scorer of a measured batch: the tiny random CLIP for the tiny preset, else the table's."""
+    from layeranim.evaluation import load_clip_scorer, load_tiny_clip
+
+    if models.preset == "tiny":
+        return load_tiny_clip(device=device)
+    return load_clip_scorer(device=device)
+
+
+def _measure(
+    output: Path,
+    *,
+    scorer: Any,
+    device: str,
+    prompt: str | None = None,
+    still: Path | Any = None,
+    still_index: int | None = None,
+    save: bool = False,
+) -> dict[str, Any]:
+    """The manifest `eval` entry of one output (`{"error": …}` when it cannot be measured).
+
+    With a prompt, the still and its frame given, the manifest is not read (it is not written yet);
+    `save` stores the entry in the manifest already beside `output`.
+    """
+    from layeranim.errors import LayerAnimError
+    from layeranim.evaluation import evaluate_clip, manifest_eval_entry, update_manifest
+
+    try:
+        result = evaluate_clip(
+            output,
+            prompt,
+            still,
+            still_index=still_index,
+            clip_scorer=scorer,
+            device=device,
+            use_manifest=prompt is None,
+        )
+        if save:
+            update_manifest(output, result)
+    except LayerAnimError as exc:
+        return {"error": str(exc)}
+    return manifest_eval_entry(result)
 
 
 __all__ = [

@@ -14,7 +14,7 @@ from typing import Any
 
 from layeranim import safety
 from layeranim.errors import OutputExistsError, UsageError
-from layeranim.render.outputs import Notify
+from layeranim.render.outputs import Notify, check_html_target, deliver_clip, html_page_path
 from layeranim.render.settings import OutputSettings
 
 ConvertProgress = Callable[[str, int, int], None]
@@ -71,9 +71,17 @@ class ConvertRequest:
 class ConvertOutcome:
     """What a conversion wrote."""
 
-    info: Any  # video_io's VideoInfo of the written clip
+    info: Any  # video_io's VideoInfo of the written clip (with a target: of its main file)
     format_name: str  # the format table's name, e.g. "mov-xq"
     preview: Path | None = None
+    target: str | None = None
+    delivered: list[Path] = field(default_factory=list)  # every file the target wrote
+    html: Path | None = None  # the player page of an mp4-stacked output
+
+    def paths(self) -> list[Path]:
+        """The files written: the clip (or every file of its target), then the page and the preview."""
+        clips = self.delivered or [Path(self.info.path)]
+        return clips + [path for path in (self.html, self.preview) if path is not None]
 
     def to_json(self) -> dict[str, Any]:
         info = self.info
@@ -88,6 +96,12 @@ class ConvertOutcome:
             "height": info.height,
             "has_alpha": info.has_alpha,
             "preview": str(self.preview) if self.preview is not None else None,
+            **(
+                {"target": self.target, "delivered": [str(path) for path in self.delivered]}
+                if self.target is not None
+                else {}
+            ),
+            **({"html": str(self.html)} if self.html is not None else {}),
         }
 
 
@@ -104,7 +118,11 @@ def target_size(size: tuple[int, int], height: int, width: int) -> tuple[int, in
 def convert(
     request: ConvertRequest, *, progress: ConvertProgress | None = None, notify: Notify | None = None
 ) -> ConvertOutcome:
-    """Convert `request.input` to `request.output`, refusing outputs that would drop alpha."""
+    """Convert `request.input` to `request.output`, refusing outputs that would drop alpha.
+
+    With `request.output_settings.target`, `request.output` is a base name and the target's files are
+    written beside it (`layeranim.delivery.deliver`).
+    """
     from layeranim import alpha as alpha_ops
     from layeranim import video_io
 
@@ -113,16 +131,28 @@ def convert(
     background_rgb = alpha_ops.parse_color(request.background) if request.background is not None else None
     if request.output.parent.is_dir():  # a missing folder is check_output's to report
         safety.check_writable_dir(request.output.parent)
-    spec = video_io.check_output(
-        request.output,
-        format=settings.format,
-        overwrite=settings.overwrite,
-        codec=settings.codec,
-        dither=settings.dither,
-        alpha_threshold=settings.alpha_threshold,
-    )
+    spec = None
+    if settings.target is not None:
+        from layeranim.delivery import check_delivery
+
+        planned = check_delivery(
+            settings.target, request.output, overwrite=settings.overwrite, video_format=settings.format
+        )
+        main = planned[0][1]  # the preview goes beside the target's first file
+    else:
+        spec = video_io.check_output(
+            request.output,
+            format=settings.format,
+            overwrite=settings.overwrite,
+            codec=settings.codec,
+            dither=settings.dither,
+            alpha_threshold=settings.alpha_threshold,
+        )
+        if settings.html:
+            check_html_target(request.output, spec.name, overwrite=settings.overwrite)
+        main = request.output
     if settings.preview:
-        preview_target = video_io.preview_path(request.output)
+        preview_target = video_io.preview_path(main)
         if preview_target.exists() and not settings.overwrite:
             raise OutputExistsError(
                 f"preview {str(preview_target)!r} already exists; pass overwrite=True to replace it.",
@@ -157,28 +187,41 @@ def convert(
     if request.step > 1 and request.fps is None:
         out_fps = clip.fps / request.step  # keep the clip's duration when dropping frames
 
-    # 4. Write (to a temporary name, renamed when complete), then the preview.
-    info = video_io.write_video(
-        request.output,
-        rgba_fhwc_uint8,
-        out_fps,
-        format=spec.name,
-        quality=settings.quality,
-        lossless=settings.lossless,
-        alpha_mode=settings.alpha_mode,  # type: ignore[arg-type]
-        loop=settings.loop,
-        overwrite=settings.overwrite,
-        progress=_phase(progress, "write"),
-        codec=settings.codec,
-        dither=settings.dither,
-        alpha_threshold=settings.alpha_threshold,
-    )
+    # 4. Write (to a temporary name, renamed when complete): the clip or the target's files, then the
+    #    player page and the preview.
+    delivered: list[Path] = []
+    if spec is None:
+        info, written = deliver_clip(
+            request.output, rgba_fhwc_uint8, out_fps, settings, overwrite=settings.overwrite
+        )
+        delivered = [item.path for item in written]
+        format_name = info.format
+    else:
+        info = video_io.write_video(
+            request.output,
+            rgba_fhwc_uint8,
+            out_fps,
+            format=spec.name,
+            quality=settings.quality,
+            lossless=settings.lossless,
+            alpha_mode=settings.alpha_mode,  # type: ignore[arg-type]
+            loop=settings.loop,
+            overwrite=settings.overwrite,
+            progress=_phase(progress, "write"),
+            codec=settings.codec,
+            dither=settings.dither,
+            alpha_threshold=settings.alpha_threshold,
+        )
+        format_name = spec.name
+    html = None
+    if settings.html:
+        from layeranim.delivery import write_stacked_html
+
+        html = write_stacked_html(info.path, html_page_path(info.path), overwrite=settings.overwrite)
     preview = None
     if settings.preview:
-        preview = video_io.write_preview(
-            request.output, rgba_fhwc_uint8, out_fps, overwrite=settings.overwrite
-        )
-    return ConvertOutcome(info, spec.name, preview)
+        preview = video_io.write_preview(main, rgba_fhwc_uint8, out_fps, overwrite=settings.overwrite)
+    return ConvertOutcome(info, format_name, preview, settings.target, delivered, html)
 
 
 def _phase(progress: ConvertProgress | None, phase: str) -> Callable[[int, int], None] | None:

@@ -77,29 +77,99 @@ def make_parent_dir(output: Path) -> None:
     safety.check_writable_dir(folder, argument="output")
 
 
-def check_clip_targets(output: Path, settings: OutputSettings) -> None:
-    """Refuse, before any model loads, a clip whose file, preview or manifest exists (without overwrite)."""
+def check_clip_targets(output: Path, settings: OutputSettings) -> Path:
+    """Refuse, before any model loads, a clip whose file, preview or manifest exists (without overwrite).
+
+    With `settings.target`, `output` is the delivery's base name and every file of the target is
+    checked. Returns the main file: `output`, or the target's first file (the manifest and the preview
+    go beside it).
+    """
     from layeranim.video_io import check_output, preview_path
 
     make_parent_dir(output)
-    check_output(
-        output,
-        format=settings.format,
-        overwrite=settings.overwrite,
-        codec=settings.codec,
-        dither=settings.dither,
-        alpha_threshold=settings.alpha_threshold,
+    if settings.target is not None:
+        from layeranim.delivery import check_delivery
+
+        planned = check_delivery(
+            settings.target, output, overwrite=settings.overwrite, video_format=settings.format
+        )
+        main = planned[0][1]
+    else:
+        spec = check_output(
+            output,
+            format=settings.format,
+            overwrite=settings.overwrite,
+            codec=settings.codec,
+            dither=settings.dither,
+            alpha_threshold=settings.alpha_threshold,
+        )
+        if settings.html:
+            check_html_target(output, spec.name, overwrite=settings.overwrite)
+        main = output
+    if settings.preview and preview_path(main).exists() and not settings.overwrite:
+        raise OutputExistsError(
+            f"preview {str(preview_path(main))!r} exists; pass overwrite=True to replace it.",
+            argument="overwrite",
+        )
+    if settings.manifest and manifest_path(main).exists() and not settings.overwrite:
+        raise OutputExistsError(
+            f"manifest {str(manifest_path(main))!r} exists; pass overwrite=True to replace it.",
+            argument="overwrite",
+        )
+    return main
+
+
+def html_page_path(output: Path) -> Path:
+    """Where `html=True` writes the player page of an mp4-stacked output: `clip.mp4` → `clip.html`."""
+    return Path(output).with_suffix(".html")
+
+
+def check_html_target(output: Path, format_name: str, *, overwrite: bool) -> None:
+    """`html=True` needs an mp4-stacked output, and its page must not exist (without overwrite)."""
+    if format_name != "mp4-stacked":
+        raise UsageError(
+            f"html=True writes a player page for an mp4-stacked output, and {str(output)!r} is written as "
+            f"{format_name}; pass format='mp4-stacked', or drop html=True.",
+            argument="html",
+        )
+    page = html_page_path(output)
+    if page.exists() and not overwrite:
+        raise OutputExistsError(
+            f"page {str(page)!r} exists; pass overwrite=True to replace it.", argument="overwrite"
+        )
+
+
+def deliver_clip(
+    output: Path, frames_fhwc_uint8: np.ndarray, fps: float, settings: OutputSettings, *, overwrite: bool
+) -> tuple[Any, list[Any]]:
+    """Write `settings.target`'s files named after base `output`: (info on the main file, what was written).
+
+    The info is `video_io.probe` of the main video, or for a target whose main output is a PNG folder or
+    a sprite sheet, the same fields filled in from the frames.
+    """
+    from layeranim import video_io
+    from layeranim.delivery import deliver
+
+    assert settings.target is not None  # callers check
+    delivered = deliver(
+        frames_fhwc_uint8, settings.target, output, fps, overwrite=overwrite, video_format=settings.format
     )
-    if settings.preview and preview_path(output).exists() and not settings.overwrite:
-        raise OutputExistsError(
-            f"preview {str(preview_path(output))!r} exists; pass overwrite=True to replace it.",
-            argument="overwrite",
-        )
-    if settings.manifest and manifest_path(output).exists() and not settings.overwrite:
-        raise OutputExistsError(
-            f"manifest {str(manifest_path(output))!r} exists; pass overwrite=True to replace it.",
-            argument="overwrite",
-        )
+    main = delivered[0]
+    if main.kind == "video":
+        return video_io.probe(main.path), delivered
+    frames, height, width = frames_fhwc_uint8.shape[:3]
+    info = video_io.VideoInfo(
+        path=main.path,
+        format=main.format or main.kind,
+        codec="png",
+        pix_fmt="rgba",
+        frames=int(frames),
+        fps=float(fps),
+        width=int(width),
+        height=int(height),
+        has_alpha=True,
+    )
+    return info, delivered
 
 
 def check_image_target(path: Path, *, name: str, overwrite: bool) -> None:
@@ -127,23 +197,32 @@ def write_clip(
     overwrite: bool,
     notify: Notify | None = None,
 ) -> dict[str, Any]:
-    """Write a clip (and its preview) with the run's output settings; returns what was written."""
+    """Write a clip (and its preview) with the run's output settings; returns what was written.
+
+    With `settings.target`, `output` is a base name and the target's files are written (`delivered`);
+    with `settings.html`, the player page of the mp4-stacked output too (`html`).
+    """
     from layeranim.video_io import write_preview, write_video
 
-    info = write_video(
-        output,
-        frames_fhwc_uint8,
-        fps,
-        format=settings.format,
-        quality=settings.quality,
-        lossless=settings.lossless,
-        alpha_mode=settings.alpha_mode,  # type: ignore[arg-type]
-        loop=settings.loop,
-        overwrite=overwrite,
-        codec=settings.codec,
-        dither=settings.dither,
-        alpha_threshold=settings.alpha_threshold,
-    )
+    delivered: list[Any] = []
+    if settings.target is not None:
+        info, delivered = deliver_clip(output, frames_fhwc_uint8, fps, settings, overwrite=overwrite)
+        output = info.path  # the preview goes beside the target's main file
+    else:
+        info = write_video(
+            output,
+            frames_fhwc_uint8,
+            fps,
+            format=settings.format,
+            quality=settings.quality,
+            lossless=settings.lossless,
+            alpha_mode=settings.alpha_mode,  # type: ignore[arg-type]
+            loop=settings.loop,
+            overwrite=overwrite,
+            codec=settings.codec,
+            dither=settings.dither,
+            alpha_threshold=settings.alpha_threshold,
+        )
     written: dict[str, Any] = {
         "output": str(info.path),
         "frames": info.frames,
@@ -154,6 +233,14 @@ def write_clip(
         "codec": info.codec,
         "alpha": info.has_alpha,
     }
+    if delivered:
+        written["target"] = settings.target
+        written["delivered"] = [str(item.path) for item in delivered]
+    if settings.html:
+        from layeranim.delivery import write_stacked_html
+
+        page = write_stacked_html(info.path, html_page_path(info.path), overwrite=overwrite)
+        written["html"] = str(page)
     if settings.preview:
         written["preview"] = str(write_preview(output, frames_fhwc_uint8, fps, overwrite=overwrite))
     if not info.has_alpha and notify is not None:

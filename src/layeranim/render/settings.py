@@ -228,6 +228,12 @@ class OutputSettings:
     image (0: forever). `preview` also writes a checkerboard preview, `manifest` a JSON manifest
     (`OUTPUT.json`; batches always write one). Nothing is replaced without `overwrite=True`. `codec`
     picks mp4-stacked's codec (h264 or av1); `dither` and `alpha_threshold` tune GIF output.
+
+    `target` names a delivery target (`layeranim.delivery.TARGETS`: web, unity, godot, sprites, premiere,
+    aftereffects, resolve, apple) that chooses the formats, settings and side files; the output path is
+    then a base name without extension (`out/clip` → `out/clip.webm`, `out/clip.stacked.mp4`, …), and
+    `format` only picks the target's alternative video format (unity: mov; editors: mov-xq). `html`
+    writes a player page beside an `mp4-stacked` output (`clip.mp4` → `clip.html`).
     """
 
     format: str | None = None
@@ -241,12 +247,47 @@ class OutputSettings:
     codec: str | None = None
     dither: str | None = None
     alpha_threshold: int | None = None
+    target: str | None = None
+    html: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "alpha_mode", _choice("alpha_mode", self.alpha_mode, ALPHA_MODES))
         _check_positive_int("loop", self.loop, minimum=0)
         if self.quality is not None:
             _check_positive_int("quality", self.quality, minimum=0)
+        if self.target is not None:
+            self._check_target()
+
+    def _check_target(self) -> None:
+        from layeranim.delivery.targets import target_names  # video_io: only when a target is asked for
+
+        key = str(self.target).strip().lower()
+        if key not in target_names():
+            raise UsageError(
+                f"target={self.target!r} is not a delivery target; choose one of "
+                f"{', '.join(target_names())}.",
+                argument="target",
+            )
+        object.__setattr__(self, "target", key)
+        # The target chooses these; a value here would be silently ignored, so refuse it instead.
+        chosen = {
+            "quality": self.quality is not None,
+            "lossless": self.lossless is not None,
+            "alpha_mode": self.alpha_mode != "straight",
+            "loop": self.loop != 0,
+            "codec": self.codec is not None,
+            "dither": self.dither is not None,
+            "alpha_threshold": self.alpha_threshold is not None,
+            "html": self.html,
+        }
+        for name, given in chosen.items():
+            if given:
+                value = "True" if name == "html" else repr(getattr(self, name))
+                raise UsageError(
+                    f"{name}={value} cannot be combined with target={key!r}: the target chooses its own "
+                    "formats, settings and pages; drop one of the two.",
+                    argument=name,
+                )
 
 
 def render_params(
@@ -275,13 +316,14 @@ def render_params(
         "preview": output.preview,
         "frames": frames,
         "fps": fps,
-        # Newer encoder settings enter only when set, so earlier manifests' keys (and skips) still match.
+        # Newer settings enter only when set, so earlier manifests' keys (and skips) still match.
         **{
             name: value
             for name, value in (
                 ("codec", output.codec),
                 ("dither", output.dither),
                 ("alpha_threshold", output.alpha_threshold),
+                ("target", output.target),
             )
             if value is not None
         },
@@ -432,6 +474,8 @@ class BatchRequest:
     the items with `index % N == I - 1`. `frames`, `fps` and `negative_prompt` are the items' defaults.
     An item's own `"output"` must stay inside the output folder (no `..`, absolute paths or symlinks
     leading out) unless `allow_outside=True`.
+    `evaluate=True` measures each clip (`layeranim.evaluation.evaluate_clip`, the CLIP scorer loaded once;
+    the tiny random CLIP for `preset="tiny"`) and stores the metrics in its manifest under `eval`.
     """
 
     file: Path | str
@@ -446,9 +490,16 @@ class BatchRequest:
     output_settings: OutputSettings = field(default_factory=OutputSettings)
     models: ModelSettings = field(default_factory=ModelSettings)
     allow_outside: bool = False
+    evaluate: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kind", _choice("kind", self.kind, BATCH_KINDS))
+        if self.output_settings.target is not None:
+            raise UsageError(
+                f"target={self.output_settings.target!r} delivers one render; a batch writes one clip per "
+                "item. Render the batch, then deliver each clip (layeranim.delivery.deliver).",
+                argument="target",
+            )
         check_seed(self.seed)
         _check_clip(self.frames, self.fps)
         check_render(

@@ -51,11 +51,14 @@ class SceneSettings:
     lossless: bool | None = None
     alpha_mode: str = "straight"
     repeat: Repeat = "hold"
+    target: str | None = None  # a delivery target the composite is also delivered to (OUT/TARGET/composite.*)
 
     def pixel_params(self) -> dict[str, Any]:
-        """What shapes a layer's pixels and file (`repeat` only matters to the composite)."""
+        """What shapes a layer's pixels and file (`repeat` only matters to the composite, `target` to
+        its delivered copies)."""
         params = asdict(self)
         params.pop("repeat")
+        params.pop("target")
         return params
 
 
@@ -105,6 +108,7 @@ class SceneResult:
     composite_status: str
     scene_json: Path
     info: dict[str, Any] = field(default_factory=dict)  # the scene.json contents
+    delivered: list[Path] = field(default_factory=list)  # the composite's files for `settings.target`
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -119,6 +123,11 @@ class SceneResult:
                 for status in ("rendered", "skipped", "external")
             },
             "timings": self.info.get("timings", {}),
+            **(
+                {"target": self.info["delivery"]["target"], "delivered": [str(p) for p in self.delivered]}
+                if self.info.get("delivery")
+                else {}
+            ),
         }
 
 
@@ -141,6 +150,21 @@ def layer_file(out_dir: Path, layer: Layer, format: str) -> Path:
 
 def composite_file(out_dir: Path, format: str) -> Path:
     return out_dir / f"{COMPOSITE_STEM}{output_extension(format)}"
+
+
+def delivery_base(out_dir: Path, target: str) -> Path:
+    """The base name the composite is delivered to: OUT/web/composite (→ composite.webm, …)."""
+    from layeranim.delivery import get_target
+
+    return out_dir / get_target(target).name / COMPOSITE_STEM
+
+
+def delivery_files(out_dir: Path, target: str) -> list[Path]:
+    """Every file `target` writes for the composite (checks the target; `apple` fails off macOS)."""
+    from layeranim.delivery import check_delivery
+
+    planned = check_delivery(target, delivery_base(out_dir, target), overwrite=True, require_folder=False)
+    return [path for _, path in planned]
 
 
 def derive_seed(base_seed: int, index: int) -> int:
@@ -304,6 +328,8 @@ def check_scene_outputs(scene: Scene, out_dir: Path, settings: SceneSettings, *,
     owned = set(owned_files(previous, out_dir)) | marked
     targets = [layer_file(out_dir, layer, settings.format) for layer in scene.layers if layer.video is None]
     targets.append(composite_file(out_dir, settings.format))
+    if settings.target is not None:
+        targets += delivery_files(out_dir, settings.target)
     for target in targets:
         # Layer files are named from slugs (no separators); still, nothing may land outside OUT.
         safety.resolve_inside(out_dir, target.relative_to(out_dir), item=f"scene output {target.name!r}")

@@ -40,6 +40,8 @@ from layeranim.scene.outputs import (
     check_scene_renderable,
     composite_file,
     composite_render_key,
+    delivery_base,
+    delivery_files,
     derive_seed,
     layer_file,
     layer_frames,
@@ -93,9 +95,11 @@ def render_scene(
     reports_by_index: dict[int, LayerReport] = {}
     timings: dict[str, float] = {}
 
-    def record(composite: dict[str, Any] | None) -> dict[str, Any]:
+    def record(composite: dict[str, Any] | None, delivery: dict[str, Any] | None = None) -> dict[str, Any]:
         reports = [reports_by_index[i] for i in sorted(reports_by_index)]
         info = scene_info(scene, out_dir, reports, composite, session, settings, base_seed, timings)
+        if delivery is not None:
+            info["delivery"] = delivery
         info["models"]["requested"] = models
         if not info["models"]["sources"] and previous is not None:  # nothing loaded: the last run's
             info["models"]["sources"] = previous.get("models", {}).get("sources", {})
@@ -108,6 +112,8 @@ def render_scene(
         written |= {entry["file"] for entry in info["layers"] if entry["status"] == "rendered"}
         if composite is not None:
             written.add(composite["file"])
+        if delivery is not None:
+            written |= set(delivery["files"])
         info["written"] = sorted(written)
         write_json_atomic(out_dir / SCENE_JSON, info)
         safety.mark_owned(out_dir, [SCENE_JSON, *written])  # what --overwrite may replace next time
@@ -184,22 +190,80 @@ def render_scene(
     target = composite_file(out_dir, settings.format)
     files = {report.name: report.file for report in reports}
     composite_key = composite_render_key(scene, reports, settings)
+    composite_frames: np.ndarray | None = None
     if target.exists() and owned.get(target.resolve()) == composite_key:
         composite_status = "skipped"
     else:
         started = time.perf_counter()
-        frames_fhwc = compose_scene(
+        composite_frames = compose_scene(
             scene, repeat=settings.repeat, files=files, progress=_phase(progress, "composite", "compose")
         )
-        _write_clip(target, frames_fhwc, scene.canvas.fps, settings, progress=_item(progress, "composite"))
+        _write_clip(
+            target, composite_frames, scene.canvas.fps, settings, progress=_item(progress, "composite")
+        )
         timings["composite"] = round(time.perf_counter() - started, 3)
         composite_status = "rendered"
+
+    # 3. Deliver the composite to the target (again only when it changed or a delivered file is gone).
+    delivery = None
+    delivered: list[Path] = []
+    if settings.target is not None:
+        started = time.perf_counter()
+        delivered, delivery = _deliver_composite(
+            out_dir, settings.target, composite_key, composite_frames, target, scene.canvas.fps, previous
+        )
+        timings["delivery"] = round(time.perf_counter() - started, 3)
     timings.update({name: round(s, 3) for name, s in getattr(session, "load_seconds", {}).items()})
     timings["total"] = round(time.perf_counter() - start_all, 3)
     info = record(
-        {"file": str(target.relative_to(out_dir)), "render_key": composite_key, "status": composite_status}
+        {"file": str(target.relative_to(out_dir)), "render_key": composite_key, "status": composite_status},
+        delivery,
     )
-    return SceneResult(out_dir, reports, target, composite_status, out_dir / SCENE_JSON, info)
+    return SceneResult(out_dir, reports, target, composite_status, out_dir / SCENE_JSON, info, delivered)
+
+
+def _deliver_composite(
+    out_dir: Path,
+    target: str,
+    composite_key: str,
+    composite_frames: np.ndarray | None,
+    composite: Path,
+    fps: float,
+    previous: dict[str, Any] | None,
+) -> tuple[list[Path], dict[str, Any]]:
+    """Deliver the composite (the frames just composed, else its file) to `target` under OUT/TARGET/.
+
+    Skipped when the previous run delivered this same composite to this target and every file is there.
+    The files were checked by `check_scene_outputs` (only layeranim's own are replaced).
+    """
+    from layeranim.delivery import deliver
+
+    files = delivery_files(out_dir, target)
+    last = previous.get("delivery") if previous is not None else None
+    unchanged = (
+        isinstance(last, dict)
+        and last.get("target") == target
+        and last.get("render_key") == composite_key
+        and all(path.exists() for path in files)
+    )
+    if not unchanged:
+        files[0].parent.mkdir(parents=True, exist_ok=True)
+        source: Any = composite_frames if composite_frames is not None else composite
+        written = deliver(
+            source,
+            target,
+            delivery_base(out_dir, target),
+            fps if composite_frames is not None else None,
+            overwrite=True,
+        )
+        files = [item.path for item in written]
+    entry = {
+        "target": target,
+        "render_key": composite_key,
+        "status": "skipped" if unchanged else "rendered",
+        "files": [str(path.relative_to(out_dir)) for path in files],
+    }
+    return files, entry
 
 
 @dataclass

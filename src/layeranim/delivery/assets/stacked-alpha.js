@@ -3,6 +3,9 @@
  * A "stacked alpha" video holds straight colour in its top half and alpha as luma in its bottom half.
  * Each element with a `data-layeranim-stacked` attribute holds a hidden <video> of such a file and a
  * <canvas>; the canvas shows the colour with its alpha over whatever lies behind it on the page.
+ * Each half is `videoHeight / 2` rows; the clip is its top-left `data-clip-width` × `data-clip-height`
+ * (layeranim's mp4-stacked pads each half, with a black guard band between them, so the codec does not
+ * smear colour into alpha). Without those attributes the clip is the whole half.
  *
  * Two renderers, the same result:
  * - WebGL: a fragment shader takes rgb from the top half and alpha from the bottom half's luma, and
@@ -34,10 +37,12 @@
   var FRAGMENT_SHADER = [
     "precision mediump float;",
     "uniform sampler2D frame;",
+    "uniform vec2 crop;", // the clip's share of the picture: (clip width / width, clip height / height)
     "varying vec2 uv;",
     "void main() {",
-    "  vec3 rgb = texture2D(frame, vec2(uv.x, 0.5 * uv.y)).rgb;",
-    "  float alpha = dot(texture2D(frame, vec2(uv.x, 0.5 + 0.5 * uv.y)).rgb, vec3(0.299, 0.587, 0.114));",
+    "  vec2 at = uv * crop;",
+    "  vec3 rgb = texture2D(frame, at).rgb;",
+    "  float alpha = dot(texture2D(frame, at + vec2(0.0, 0.5)).rgb, vec3(0.299, 0.587, 0.114));",
     "  gl_FragColor = vec4(rgb * alpha, alpha);", // straight → premultiplied, for the canvas
     "}"
   ].join("\n");
@@ -70,7 +75,17 @@
     return shader;
   }
 
-  function webglRenderer(video, canvas) {
+  function clipSize(root, video) {
+    // The clip's size inside each half: the element's data-clip-width/-height, else the whole half.
+    var width = parseInt(root.getAttribute("data-clip-width"), 10);
+    var height = parseInt(root.getAttribute("data-clip-height"), 10);
+    var half = Math.floor(video.videoHeight / 2);
+    if (!(width > 0 && width <= video.videoWidth)) width = video.videoWidth;
+    if (!(height > 0 && height <= half)) height = half;
+    return {width: width, height: height};
+  }
+
+  function webglRenderer(root, video, canvas) {
     var gl = canvas.getContext("webgl", {alpha: true, premultipliedAlpha: true, preserveDrawingBuffer: true});
     if (!gl) return null;
     var program = gl.createProgram();
@@ -80,6 +95,7 @@
     gl.useProgram(program);
     gl.bindBuffer(gl.ARRAY_BUFFER, gl.createBuffer());
     gl.bufferData(gl.ARRAY_BUFFER, new Float32Array([-1, -1, 1, -1, -1, 1, 1, 1]), gl.STATIC_DRAW);
+    var crop = gl.getUniformLocation(program, "crop");
     var position = gl.getAttribLocation(program, "position");
     gl.enableVertexAttribArray(position);
     gl.vertexAttribPointer(position, 2, gl.FLOAT, false, 0, 0);
@@ -90,12 +106,13 @@
     gl.texParameteri(gl.TEXTURE_2D, gl.TEXTURE_MIN_FILTER, gl.LINEAR);
     gl.texParameteri(gl.TEXTURE_2D, gl.TEXTURE_MAG_FILTER, gl.LINEAR);
     return function draw() {
-      var width = video.videoWidth, height = Math.floor(video.videoHeight / 2);
+      var size = clipSize(root, video), width = size.width, height = size.height;
       if (canvas.width !== width || canvas.height !== height) {
         canvas.width = width;
         canvas.height = height;
       }
       gl.viewport(0, 0, width, height);
+      gl.uniform2f(crop, width / video.videoWidth, height / video.videoHeight);
       // Throws a SecurityError for a video the page's origin does not own (file:// pages).
       gl.texImage2D(gl.TEXTURE_2D, 0, gl.RGBA, gl.RGBA, gl.UNSIGNED_BYTE, video);
       gl.clearColor(0, 0, 0, 0);
@@ -111,10 +128,13 @@
     box.style.cssText = canvas.style.cssText;
     box.style.position = "relative";
     box.style.overflow = "hidden";
-    box.style.aspectRatio = video.videoWidth + " / " + Math.floor(video.videoHeight / 2);
-    if (!box.style.width) box.style.width = video.videoWidth + "px";
-    video.style.cssText = "position:absolute;left:0;top:0;width:100%;height:200%;display:block;" +
-      "filter:url(#" + FILTER_ID + ")";
+    var size = clipSize(root, video);
+    box.style.aspectRatio = size.width + " / " + size.height;
+    if (!box.style.width) box.style.width = size.width + "px";
+    // The whole picture, scaled so that its clip fills the box (the rest is clipped by the box).
+    var scaleX = (100 * video.videoWidth) / size.width, scaleY = (100 * video.videoHeight) / size.height;
+    video.style.cssText = "position:absolute;left:0;top:0;width:" + scaleX + "%;height:" + scaleY + "%;" +
+      "display:block;filter:url(#" + FILTER_ID + ")";
     video.hidden = false;
     canvas.parentNode.replaceChild(box, canvas);
     box.appendChild(video);
@@ -133,7 +153,7 @@
       if (!decided) {
         decided = true;
         try {
-          draw = webglRenderer(video, canvas);
+          draw = webglRenderer(root, video, canvas);
           if (draw) {
             draw();
             root.setAttribute("data-renderer", "webgl");

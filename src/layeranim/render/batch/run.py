@@ -44,6 +44,7 @@ class ItemResult:
     error: str | None = None
     seconds: float = 0.0
     source: str = ""
+    eval: dict[str, Any] | None = None  # the manifest's `eval` entry (metrics), when the batch measured it
 
     @property
     def label(self) -> str:
@@ -61,6 +62,7 @@ class ItemResult:
             "error": self.error,
             "seconds": round(self.seconds, 3),
             "source": self.source,
+            **({"eval": self.eval} if self.eval is not None else {}),
         }
 
 
@@ -69,6 +71,7 @@ class BatchSummary:
     """Every item's result, in batch order."""
 
     results: list[ItemResult] = field(default_factory=list)
+    eval: dict[str, Any] | None = None  # per-metric aggregates over the items, when the batch measured them
 
     @property
     def counts(self) -> dict[str, int]:
@@ -96,6 +99,7 @@ class BatchSummary:
             **self.counts,
             "seconds": round(self.seconds, 3),
             "exit_code": self.exit_code,
+            **({"eval": self.eval} if self.eval is not None else {}),
         }
 
 
@@ -160,7 +164,9 @@ def _run_one(
             recorded = existing.get("render_key") if existing is not None else None
             if skip_finished and recorded == key:
                 logger.debug("%s: %s is finished (render_key matches); skipping", item.label, job.output)
-                return ended("skipped", job.output, manifest_path(job.output), None)
+                skipped = ended("skipped", job.output, manifest_path(job.output), None)
+                skipped.eval = _eval_entry(existing)
+                return skipped
             stale = skip_finished and recorded is not None
             ours = existing is not None or job.output.name in safety.owned_entries(job.output.parent)
             if not ours:  # never replace what layeranim did not write, overwrite or not
@@ -187,7 +193,14 @@ def _run_one(
         logger.debug("%s failed", item.label, exc_info=True)
         return ended("failed", None, None, f"unexpected {type(exc).__name__}: {exc}")
     _check_key(job, rendered, render_key_for)
-    return ended("ok", rendered.output, manifest_file, None)
+    done = ended("ok", rendered.output, manifest_file, None)
+    done.eval = _eval_entry(rendered.manifest)
+    return done
+
+
+def _eval_entry(manifest: dict[str, Any] | None) -> dict[str, Any] | None:
+    entry = manifest.get("eval") if manifest is not None else None
+    return entry if isinstance(entry, dict) else None
 
 
 def _check_key(job: BatchJob, rendered: RenderResult, render_key_for: Callable[[BatchJob], str]) -> None:
