@@ -11,6 +11,7 @@ checkpoint stores).
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import sys
 from collections.abc import Mapping, Sequence
@@ -285,6 +286,30 @@ def _set_field(section: Any, table: str, key: str, value: Any, source: str) -> N
 
 # ---------------------------------------------------------------------------------------------------
 # Validation
+
+
+def with_remembered_data(config: Config) -> Config:
+    """On a resume without `data.path`: the data path the run was trained on, from its checkpoint.
+
+    A checkpoint's `state.json` holds the whole config it was trained with (`training.loop`), so
+    `layeranim train my.toml --resume latest` continues on the same clips without `--data` again.
+    Returns `config` unchanged when it names its data, is not a resume, or no checkpoint says.
+    """
+    resume = config.checkpoint.resume
+    if config.data.path or not resume:
+        return config
+    run = Path(config.train.output_dir) if resume == "latest" else Path(resume)
+    # Layout of training.loop: RUN/checkpoints/step-NNNNNN/state.json (a checkpoint folder itself works too).
+    candidates = [run] if (run / "state.json").is_file() else sorted(run.glob("checkpoints/step-*"))
+    for checkpoint in reversed(candidates):
+        try:
+            record = json.loads((checkpoint / "state.json").read_text(encoding="utf-8"))
+            path = record["config"]["data"]["path"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if isinstance(path, str) and path:
+            return config_from_dict({"data": {"path": path}}, config, source=str(checkpoint / "state.json"))
+    return config
 
 
 def check_run_paths(config: Config) -> None:
