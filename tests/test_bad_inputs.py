@@ -189,7 +189,7 @@ ROWS = [
     row("train-output-is-file", "train", "--preset", "tiny", "--data", "{d}/clips", "-o", "{o}/notes.txt", code=2, needle="notes.txt"),
     row("train-resume-missing", "train", "--preset", "tiny", "--data", "{d}/clips", "-o", "{o}/run", "--resume", "{d}/none", code=2, needle="none"),
     row("train-max-steps-0", "train", "--preset", "tiny", "--data", "{d}/clips", "-o", "{o}/run", "--max-steps", "0", code=2, needle="max_steps"),
-    row("train-disk-full", "train", "--preset", "tiny", "--data", "{d}/clips", "-o", "{o}/run", "--max-steps", "1", "-q", code=1, needle="no space left on device", fault="enospc", may_create="run", todo=True),
+    row("train-disk-full", "train", "--preset", "tiny", "--data", "{d}/clips", "-o", "{o}/run", "--max-steps", "1", "-q", code=1, needle="no space left on device", fault="enospc", may_create="run"),
     row("train-read-only", "train", "--preset", "tiny", "--data", "{d}/clips", "-o", "{o}/ro/run", "--max-steps", "1", code=1, needle="read-only", fault="readonly"),
     # --- dataset synth -----------------------------------------------------------------------------------
     row("synth-no-args", "dataset", "synth", code=2, needle="Missing argument"),

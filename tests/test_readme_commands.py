@@ -56,13 +56,13 @@ SKIPPED = {
 
 
 def readme_commands() -> list[str]:
-    """The `layeranim …` lines of README's bash blocks, comments stripped, in order."""
+    """The `layeranim …` (and `mkdir`) lines of README's bash blocks, comments stripped, in order."""
     text = README.read_text(encoding="utf-8")
     commands = []
     for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
         for line in block.splitlines():
             line = re.sub(r"\s+#\s.*$", "", line).strip()
-            if line.startswith(("layeranim ", "accelerate launch -m layeranim")):
+            if line.startswith(("layeranim ", "accelerate launch -m layeranim", "mkdir ")):
                 commands.append(line)
     return commands
 
@@ -72,6 +72,8 @@ def runnable(command: str) -> str | None:
     if command in SKIPPED:
         return None
     words = shlex.split(command)
+    if words[0] != "layeranim":
+        return command
     name = words[1]
     if name in TINY and "--preset" not in words and "--no-clip" not in words:
         return f"{command} {TINY[name]}"
