@@ -191,6 +191,7 @@ ROWS = [
     row("train-max-steps-0", "train", "--preset", "tiny", "--data", "{d}/clips", "-o", "{o}/run", "--max-steps", "0", code=2, needle="max_steps"),
     row("train-disk-full", "train", "--preset", "tiny", "--data", "{d}/clips", "-o", "{o}/run", "--max-steps", "1", "-q", code=1, needle="no space left on device", fault="enospc", may_create="run"),
     row("train-read-only", "train", "--preset", "tiny", "--data", "{d}/clips", "-o", "{o}/ro/run", "--max-steps", "1", code=1, needle="read-only", fault="readonly"),
+    row("train-overwrite-user-file", "train", "--preset", "tiny", "--data", "{d}/clips", "-o", "{o}/oldrun", "--overwrite", "--max-steps", "1", "-q", code=2, needle="thesis.txt", forbid=("--overwrite",)),
     # --- dataset synth -----------------------------------------------------------------------------------
     row("synth-no-args", "dataset", "synth", code=2, needle="Missing argument"),
     row("synth-clips-0", "dataset", "synth", "{o}/clips", "--clips", "0", code=2, needle="--clips"),
@@ -286,6 +287,11 @@ def _prepare_output(o: Path, d: Path) -> None:
     (o / "elsewhere").mkdir()
     (o / "linked").mkdir()
     (o / "linked" / "escape").symlink_to(o / "elsewhere")
+    # a training run folder (a checkpoint and the weights) where the user also keeps a file of their own
+    (o / "oldrun" / "checkpoints" / "step-000001").mkdir(parents=True)
+    (o / "oldrun" / "checkpoints" / "step-000001" / "state.json").write_text("{}")
+    (o / "oldrun" / "ifa.safetensors").write_bytes(b"weights")
+    (o / "oldrun" / "thesis.txt").write_text("four years of work")
 
 
 def _snapshot(*folders: Path) -> dict[str, tuple[str, int, bytes]]:
