@@ -36,6 +36,12 @@ TINY = {
 # The reader's own files that README's examples name without making them: stand-ins made by the test.
 PROVIDED_CLIPS = ("clip.webm", "other.mov", "fox.webm")
 PROVIDED_COPIES = {"still.png": "examples/sprite.png", "prompts.txt": "examples/prompts.txt"}
+# Commands that use what a later section makes (README says so beside them): run after that command.
+AFTER = {
+    "layeranim preview renders/ -o renders/index.html": (
+        "layeranim generate --prompts examples/prompts.txt -o renders/ --seed 7 --json"
+    ),
+}
 # Commands that cannot run on a CPU-only machine without network, and why.
 SKIPPED = {
     "layeranim models download sd15": "downloads the real weights (network)",
@@ -83,7 +89,7 @@ def runnable(command: str) -> str | None:
 def test_readme_lists_the_skipped_commands() -> None:
     commands = readme_commands()
     assert len(commands) >= 15
-    missing = [command for command in SKIPPED if command not in commands]
+    missing = [command for command in (*SKIPPED, *AFTER, *AFTER.values()) if command not in commands]
     assert not missing, f"SKIPPED names commands README no longer has: {missing}"
 
 
@@ -108,8 +114,12 @@ def test_readme_commands_run_verbatim(tmp_path: Path) -> None:
         "HF_HUB_OFFLINE": "1",
         "HF_HUB_CACHE": str(tmp_path / "hub"),
     }
+    commands = readme_commands()
+    for later, anchor in AFTER.items():  # move each right after the command that makes its input
+        commands.remove(later)
+        commands.insert(commands.index(anchor) + 1, later)
     ran = []
-    for command in readme_commands():
+    for command in commands:
         line = runnable(command)
         if line is None:
             continue
