@@ -35,7 +35,7 @@ TINY = {
 }
 # The reader's own files that README's examples name without making them: stand-ins made by the test.
 PROVIDED_CLIPS = ("clip.webm", "other.mov", "fox.webm")
-PROVIDED_COPIES = {"still.png": "examples/sprite.png", "prompts.txt": "examples/prompts.txt"}
+PROVIDED_COPIES = {"prompts.txt": "examples/prompts.txt"}
 # Commands that use what a later section makes (README says so beside them): run after that command.
 AFTER = {
     "layeranim preview renders/ -o renders/index.html": (
@@ -98,8 +98,10 @@ def test_readme_commands_run_verbatim(tmp_path: Path) -> None:
     work = tmp_path / "work"
     work.mkdir()
     shutil.copytree(REPO / "examples", work / "examples")
+    clip = synthetic_clip()
     for name in PROVIDED_CLIPS:
-        video_io.write_video(work / name, synthetic_clip(), 8)
+        video_io.write_video(work / name, clip, 8)
+    video_io.write_image(work / "still.png", clip[len(clip) // 2])  # the still clip.webm was "made from"
     for name, source in PROVIDED_COPIES.items():
         shutil.copy(REPO / source, work / name)
     shim = tmp_path / "bin"
