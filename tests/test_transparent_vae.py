@@ -5,8 +5,10 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from diffusers import AutoencoderKL
 from safetensors.torch import save_file
 
@@ -21,7 +23,7 @@ from layeranim.models import (
     pad_rgb,
     rgba_to_uint8,
 )
-from layeranim.models.transparent_vae import lower_median
+from layeranim.models.transparent_vae import area_downsample, estimate_batched, lower_median
 
 KEYS_FILE = Path(__file__).parent / "data" / "layerdiffuse_keys.txt"
 TINY_DECODER = {"block_out_channels": (8,) * 7, "norm_num_groups": 4}
@@ -245,6 +247,53 @@ def test_augmented_estimate_with_tiny_decoder(tiny_decoder: TransparentVAEDecode
     assert result.min() >= 0 and result.max() <= 1
 
 
+def reference_per_image_tta(
+    decoder: TransparentVAEDecoder, pixel: torch.Tensor, latent: torch.Tensor
+) -> torch.Tensor:
+    """LayerDiffuse's decode loop restated: per image, 8 calls (flip width, then k quarter turns), each
+    undone and clipped; torch.median over the 8 (the lower middle value), clipped again."""
+    results = []
+    for index in range(pixel.shape[0]):
+        p, lat = pixel[index : index + 1], latent[index : index + 1]
+        outs = []
+        for flip in (False, True):
+            for k in range(4):
+                a, b = (p.flip(3), lat.flip(3)) if flip else (p, lat)
+                y = torch.rot90(
+                    decoder(torch.rot90(a, k, (2, 3)), torch.rot90(b, k, (2, 3))).clip(0, 1), -k, (2, 3)
+                )
+                outs.append(y.flip(3) if flip else y)
+        results.append(torch.median(torch.stack(outs), dim=0).values.clip(0, 1))
+    return torch.cat(results)
+
+
+@pytest.mark.parametrize("max_pixels", [64 * 128, 8 * 64 * 128, 10**9])
+def test_batched_tta_equals_the_per_image_reference(
+    tiny_decoder: TransparentVAEDecoder, max_pixels: int
+) -> None:
+    generator = torch.Generator().manual_seed(7)
+    pixel, latent = (
+        torch.rand(3, 3, 64, 128, generator=generator),
+        torch.randn(3, 4, 8, 16, generator=generator),
+    )
+    rows: list[int] = []
+
+    def counting(p: torch.Tensor, lat: torch.Tensor) -> torch.Tensor:
+        rows.append(p.shape[0])
+        assert len({tuple(p.shape[-2:])}) == 1
+        return tiny_decoder(p, lat)
+
+    with torch.no_grad():
+        expected = reference_per_image_tta(tiny_decoder, pixel, latent)
+        batched = estimate_batched(counting, pixel, latent, max_pixels=max_pixels)
+        single = estimate_batched(tiny_decoder, pixel, latent, tta=False, max_pixels=max_pixels)
+        single_expected = estimate_single_pass(tiny_decoder, pixel, latent)
+    torch.testing.assert_close(batched, expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(single, single_expected, atol=1e-5, rtol=0)
+    assert sum(rows) == 24 and max(rows) <= max(1, max_pixels // (64 * 128))
+    assert len(rows) == {64 * 128: 24, 8 * 64 * 128: 4, 10**9: 2}[max_pixels]  # two orientations
+
+
 # --- padding and the gray-background encode ---------------------------------------------------------
 
 
@@ -260,6 +309,49 @@ def test_pad_rgb_keeps_opaque_colour_and_extrapolates_under_zero_alpha() -> None
         colour.expand(1, 3, 30, 45) * alpha[:1] + (1 - alpha[:1]) * torch.rand(1, 3, 30, 45), alpha[:1]
     )
     torch.testing.assert_close(flat, colour.expand(1, 3, 30, 45))  # a single colour fills everything
+
+
+def layerdiffuse_pad_rgb_cv2(rgba_hwc_01: np.ndarray) -> np.ndarray:
+    """LayerDiffuse's `build_alpha_pyramid` + `pad_rgb` (lib_layerdiffusion/utils.py), restated with OpenCV:
+    INTER_AREA down by 1.2 per level (sizes truncated) until a side is 1, INTER_LINEAR back up."""
+    cv2 = pytest.importorskip("cv2")
+    color, alpha = rgba_hwc_01[..., :3], rgba_hwc_01[..., 3:]
+    pyramid = []
+    level_color, level_alpha = color * alpha, alpha
+    while True:
+        pyramid.append((level_color, level_alpha))
+        height, width = level_alpha.shape[:2]
+        if min(height, width) == 1:
+            break
+        size = (int(width / 1.2), int(height / 1.2))  # OpenCV sizes are (width, height)
+        level_color = cv2.resize(level_color, size, interpolation=cv2.INTER_AREA)
+        level_alpha = cv2.resize(level_alpha, size, interpolation=cv2.INTER_AREA)[:, :, None]
+    top_color, top_alpha = pyramid[-1]
+    fill = top_color.sum(axis=(0, 1), keepdims=True) / top_alpha.sum(axis=(0, 1), keepdims=True).clip(1e-8)
+    for level_color, level_alpha in reversed(pyramid):
+        height, width = level_color.shape[:2]
+        fill = cv2.resize(fill, (width, height), interpolation=cv2.INTER_LINEAR)
+        fill = level_color + fill * (1.0 - level_alpha)
+    return fill
+
+
+@pytest.mark.parametrize(("height", "width"), [(64, 64), (100, 83), (37, 130)])
+def test_pad_rgb_equals_layerdiffuse_with_opencv_inter_area(height: int, width: int) -> None:
+    generator = np.random.default_rng(height * 1000 + width)
+    rgba = generator.random((height, width, 4), dtype=np.float32)
+    rgba[..., 3] = np.where(generator.random((height, width)) < 0.4, 0.0, rgba[..., 3])  # holes to fill
+    rgba[height // 3 :, : width // 2, 3] = 0.0  # and a large transparent region
+    expected = layerdiffuse_pad_rgb_cv2(rgba)
+    rgba_b4hw = torch.from_numpy(rgba).permute(2, 0, 1)[None]
+    padded = pad_rgb(rgba_b4hw[:, :3], rgba_b4hw[:, 3:])[0].permute(1, 2, 0).numpy()
+    assert np.abs(padded - expected).max() < 1e-5
+    # torch's own "area" mode is not OpenCV's at these fractional ratios: the test can tell them apart.
+    level = torch.from_numpy(rgba[..., :1]).permute(2, 0, 1)[None]
+    size = (int(height / 1.2), int(width / 1.2))
+    cv2 = pytest.importorskip("cv2")
+    reference = cv2.resize(rgba[..., 0], size[::-1], interpolation=cv2.INTER_AREA)
+    assert np.abs(area_downsample(level, size)[0, 0].numpy() - reference).max() < 1e-6
+    assert np.abs(F.interpolate(level, size=size, mode="area")[0, 0].numpy() - reference).max() > 1e-3
 
 
 def test_encode_uses_the_gray_composite_and_alpha_first_encoder_input(
@@ -382,3 +474,46 @@ def test_encoder_vae_decoder_round_trip_on_tiny_models(
 def test_rgba_to_uint8_rounds_to_nearest() -> None:
     rgba = torch.tensor([0.999, 0.5, 1 / 255 * 0.6, 1.2]).view(1, 4, 1, 1)
     assert rgba_to_uint8(rgba).tolist() == [[[[255, 128, 1, 255]]]]
+
+
+def test_decode_chooses_its_chunk_by_pixel_count(
+    tiny_vae: AutoencoderKL, tiny_decoder: TransparentVAEDecoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    vae_batches: list[int] = []
+    vae_decode = tiny_vae.decode
+    monkeypatch.setattr(tiny_vae, "decode", lambda z: vae_batches.append(z.shape[0]) or vae_decode(z))
+    latents = torch.randn(5, 4, 5, 7)  # 40×56 px, padded to 64×64 for the decoder
+    one_frame = decode_rgba(
+        tiny_vae, tiny_decoder, latents, max_pixels=8 * 64 * 64
+    )  # 8 variants of one frame
+    assert vae_batches == [1] * 5
+    vae_batches.clear()
+    two_frames = decode_rgba(tiny_vae, tiny_decoder, latents, max_pixels=2 * 8 * 64 * 64)
+    assert vae_batches == [2, 2, 1]
+    torch.testing.assert_close(one_frame, two_frames, atol=2e-4, rtol=1e-3)
+    vae_batches.clear()
+    decode_rgba(tiny_vae, tiny_decoder, latents, tta=False, max_pixels=4 * 64 * 64)
+    assert vae_batches == [4, 1]
+
+
+def test_decoder_runs_high_resolution_blocks_in_parts_with_the_same_result(
+    tiny_decoder: TransparentVAEDecoder,
+) -> None:
+    generator = torch.Generator().manual_seed(3)
+    pixel, latent = (
+        torch.rand(3, 3, 64, 128, generator=generator),
+        torch.randn(3, 4, 8, 16, generator=generator),
+    )
+    batches: list[int] = []
+    handle = tiny_decoder.down_blocks[0].register_forward_hook(lambda m, a, k: batches.append(k[0].shape[0]))
+    try:
+        with torch.no_grad():
+            tiny_decoder.cpu_block_pixels = None
+            whole = tiny_decoder(pixel, latent)
+            tiny_decoder.cpu_block_pixels = 64 * 128  # one image per call at full resolution
+            parts = tiny_decoder(pixel, latent)
+    finally:
+        handle.remove()
+        del tiny_decoder.cpu_block_pixels  # back to the class default
+    assert batches == [3, 1, 1, 1]
+    torch.testing.assert_close(parts, whole, atol=1e-6, rtol=1e-6)

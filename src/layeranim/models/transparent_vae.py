@@ -143,22 +143,52 @@ class TransparentVAEEncoder(ModelMixin, ConfigMixin):
         return model
 
 
+def area_weights(source: int, target: int, *, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(target, source) weights of an exact area-average downscale along one axis (OpenCV `INTER_AREA`).
+
+    Output cell i covers the source interval [i·s, (i + 1)·s) with s = source / target; each source pixel
+    j weighs its overlap with that interval divided by s (fractional coverage at both ends). As in
+    OpenCV's `computeResizeAreaTab`, partial overlaps of at most 1e-3 are dropped (not renormalised).
+    """
+    if not 1 <= target <= source:
+        raise ValueError(f"area_weights downscales: need 1 <= target <= source, got {target} and {source}.")
+    scale = source / target
+    start = torch.arange(target, dtype=torch.float64)[:, None] * scale  # i·s
+    left = torch.arange(source, dtype=torch.float64)[None, :]  # pixel j spans [j, j + 1)
+    overlap = ((start + scale).clamp(max=source).minimum(left + 1) - start.maximum(left)).clamp(min=0)
+    overlap = torch.where(overlap > 1e-3, overlap, torch.zeros_like(overlap))
+    return (overlap / scale).to(dtype)
+
+
+def area_downsample(x_bchw: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Downscale (b, c, h, w) to `size` = (height, width) by exact area averaging (separable, no OpenCV)."""
+    rows = area_weights(x_bchw.shape[-2], size[0], dtype=x_bchw.dtype).to(x_bchw.device)  # (H', h)
+    cols = area_weights(x_bchw.shape[-1], size[1], dtype=x_bchw.dtype).to(x_bchw.device)  # (W', w)
+    return torch.einsum("oh,bchw,pw->bcop", rows, x_bchw, cols)
+
+
 def pad_rgb(rgb_b3hw_01: torch.Tensor, alpha_b1hw_01: torch.Tensor, factor: float = 1.2) -> torch.Tensor:
     """Fill colour under low alpha from an alpha-weighted pyramid (LayerDiffuse `pad_rgb`, internals §1).
 
-    Equals `rgb` where alpha = 1; where alpha = 0 it is a smooth extrapolation of the nearby colours.
+    As LayerDiffuse's `build_alpha_pyramid` + `pad_rgb`: downscale the premultiplied colour and the alpha by
+    `factor` per level (sizes truncated, OpenCV `INTER_AREA`: `area_downsample`) until a side is 1, start
+    from the alpha-weighted mean colour, then from coarse to fine upsample bilinearly (half-pixel centres,
+    as OpenCV `INTER_LINEAR`) and set `fill = colour + fill · (1 − alpha)`. Equals `rgb` where alpha = 1;
+    where alpha = 0 it is a smooth extrapolation of the nearby colours.
     """
     premultiplied = rgb_b3hw_01.float() * alpha_b1hw_01.float()
     alpha = alpha_b1hw_01.float()
-    levels = [(premultiplied, alpha)]
-    while min(levels[-1][1].shape[-2:]) > 1:  # downscale by `factor` per level (area) until a side is 1
-        height, width = levels[-1][1].shape[-2:]
-        size = (max(int(height / factor), 1), max(int(width / factor), 1))
-        levels.append(tuple(F.interpolate(t, size=size, mode="area") for t in levels[-1]))  # type: ignore[arg-type]
+    levels = [torch.cat([premultiplied, alpha], dim=1)]  # colour and alpha downscale together
+    while min(levels[-1].shape[-2:]) > 1:  # downscale by `factor` per level until a side is 1
+        height, width = levels[-1].shape[-2:]
+        levels.append(
+            area_downsample(levels[-1], (max(int(height / factor), 1), max(int(width / factor), 1)))
+        )
 
-    top_color, top_alpha = levels[-1]
+    top_color, top_alpha = levels[-1][:, :3], levels[-1][:, 3:]
     fill = top_color.sum(dim=(2, 3), keepdim=True) / top_alpha.sum(dim=(2, 3), keepdim=True).clamp_min(1e-8)
-    for level_color, level_alpha in reversed(levels):  # coarse → fine
+    for level in reversed(levels):  # coarse → fine
+        level_color, level_alpha = level[:, :3], level[:, 3:]
         fill = F.interpolate(fill, size=level_color.shape[-2:], mode="bilinear", align_corners=False)
         fill = level_color + fill * (1.0 - level_alpha)
     return fill.to(rgb_b3hw_01.dtype)
@@ -217,6 +247,18 @@ def encode_adjusted_latent(
 # Decoder
 
 
+def _by_rows(function: Callable[..., Any], rows: int, *tensors: torch.Tensor) -> Any:
+    """`function(*tensors)` on parts of `rows` along the batch axis, concatenated (tuples element-wise)."""
+    if rows >= tensors[0].shape[0]:
+        return function(*tensors)
+    parts = [function(*part) for part in zip(*(t.split(rows) for t in tensors), strict=True)]
+    if isinstance(parts[0], tuple):  # (sample, residuals) of a down block
+        sample = torch.cat([part[0] for part in parts])
+        residuals = tuple(torch.cat(items) for items in zip(*(part[1] for part in parts), strict=True))
+        return sample, residuals
+    return torch.cat(parts)
+
+
 class TransparentVAEDecoder(ModelMixin, ConfigMixin):
     """LayerDiffuse's `UNet1024`: RGB-over-gray in [0, 1] plus the raw latent → alpha + straight foreground.
 
@@ -224,7 +266,13 @@ class TransparentVAEDecoder(ModelMixin, ConfigMixin):
     conv, added at the input of down block `latent_injection_block` (1/8 resolution at the default config).
     Inputs must have sides that are multiples of 64 (six stride-2 stages); `decode_rgba` pads for you.
     Output (b, 4, H, W): channel 0 = alpha, 1..3 = straight foreground RGB (unclipped).
+
+    Every block is per sample (GroupNorm statistics are per image), so a batch may run through a block in
+    parts with the same result: on the CPU, high-resolution blocks take `cpu_block_pixels` pixels at a
+    time while low-resolution blocks take the whole batch (None: always the whole batch).
     """
+
+    cpu_block_pixels: int | None = 128 * 128  # measured best of 64², 128², 256² on a 2-core CPU
 
     @register_to_config
     def __init__(
@@ -371,23 +419,39 @@ class TransparentVAEDecoder(ModelMixin, ConfigMixin):
                 f"got {tuple(latent_raw_b4hw.shape[-2:])}."
             )
 
+        rows = self._rows_per_call(pixel_b3hw_01)
         latent_features = self.latent_conv_in(latent_raw_b4hw)
-        sample = self.conv_in(pixel_b3hw_01)
+        sample = _by_rows(self.conv_in, rows(pixel_b3hw_01), pixel_b3hw_01)
         skips: tuple[torch.Tensor, ...] = (sample,)
         for index, down_block in enumerate(self.down_blocks):
             if index == self.config.latent_injection_block:
                 sample = sample + latent_features
-            sample, residuals = down_block(hidden_states=sample, temb=None)
+            sample, residuals = _by_rows(
+                lambda x, block=down_block: block(hidden_states=x, temb=None), rows(sample), sample
+            )
             skips += residuals
 
-        sample = self.mid_block(sample, None)
+        sample = _by_rows(lambda x: self.mid_block(x, None), rows(sample), sample)
 
         for up_block in self.up_blocks:
             count = len(up_block.resnets)
             residuals, skips = skips[-count:], skips[:-count]
-            sample = up_block(sample, residuals, None)
+            sample = _by_rows(
+                lambda x, *skip, block=up_block: block(x, skip, None), rows(sample), sample, *residuals
+            )
 
-        return self.conv_out(self.conv_act(self.conv_norm_out(sample)))
+        def head(x: torch.Tensor) -> torch.Tensor:
+            return self.conv_out(self.conv_act(self.conv_norm_out(x)))
+
+        return _by_rows(head, rows(sample), sample)
+
+    def _rows_per_call(self, pixel_bchw: torch.Tensor) -> Callable[[torch.Tensor], int]:
+        """How many images each block processes at once: on the CPU, at most `cpu_block_pixels` pixels
+        (large activations stream from memory, small batches stay in cache); elsewhere, the whole batch."""
+        budget = self.cpu_block_pixels if pixel_bchw.device.type == "cpu" else None
+        if budget is None:
+            return lambda x: x.shape[0]
+        return lambda x: max(1, budget // (x.shape[-2] * x.shape[-1]))
 
     @classmethod
     def from_single_file(
@@ -447,6 +511,62 @@ def estimate_augmented(
     return lower_median(torch.stack(outputs)).clip(0, 1)
 
 
+TTA_VARIANTS: tuple[tuple[bool, int], ...] = tuple(
+    (flip, turns) for flip in (False, True) for turns in range(4)
+)
+DEFAULT_DECODE_PIXELS = 8 * 256 * 256  # decoder input pixels per call (batch · H · W)
+
+
+def _augment(x_bchw: torch.Tensor, flip: bool, turns: int) -> torch.Tensor:
+    return torch.rot90(x_bchw.flip(3) if flip else x_bchw, turns, dims=(2, 3))
+
+
+def _unaugment(y_bchw: torch.Tensor, flip: bool, turns: int) -> torch.Tensor:
+    y_bchw = torch.rot90(y_bchw, -turns, dims=(2, 3))
+    return y_bchw.flip(3) if flip else y_bchw
+
+
+def estimate_batched(
+    decoder: DecoderFn,
+    pixel_b3hw_01: torch.Tensor,
+    latent_raw_b4hw: torch.Tensor,
+    *,
+    tta: bool = True,
+    max_pixels: int = DEFAULT_DECODE_PIXELS,
+) -> torch.Tensor:
+    """`estimate_augmented` (`tta=True`) or `estimate_single_pass`, with variants and images batched.
+
+    The same computation as the reference loop, which calls the decoder once per variant and image:
+    here every (variant, image) pair is one row, rows of the same orientation (the rotations by 90° and
+    270° swap H and W) share decoder calls, and each call takes as many rows as fit in `max_pixels`
+    input pixels (one 256² image's 8 variants by default: batching more gains nothing on a CPU, and the
+    bound keeps peak memory independent of the number of images).
+    """
+    variants = TTA_VARIANTS if tta else ((False, 0),)
+    images, _, height, width = pixel_b3hw_01.shape
+    per_call = max(1, max_pixels // (height * width))
+    jobs = [(index, image) for index in range(len(variants)) for image in range(images)]
+    if height != width:  # one orientation per call
+        jobs.sort(key=lambda job: variants[job[0]][1] % 2)
+    estimates: list[list[torch.Tensor | None]] = [[None] * images for _ in variants]
+    start = 0
+    while start < len(jobs):
+        parity = variants[jobs[start][0]][1] % 2
+        part = [
+            job
+            for job in jobs[start : start + per_call]
+            if height == width or variants[job[0]][1] % 2 == parity
+        ]
+        pixel = torch.cat([_augment(pixel_b3hw_01[i : i + 1], *variants[v]) for v, i in part])
+        latent = torch.cat([_augment(latent_raw_b4hw[i : i + 1], *variants[v]) for v, i in part])
+        output = decoder(pixel, latent).clip(0, 1)
+        for row, (v, i) in enumerate(part):
+            estimates[v][i] = _unaugment(output[row : row + 1], *variants[v])
+        start += len(part)
+    stacked_vbchw = torch.stack([torch.cat(per_variant) for per_variant in estimates])  # type: ignore[arg-type]
+    return lower_median(stacked_vbchw).clip(0, 1) if tta else stacked_vbchw[0]
+
+
 @torch.no_grad()
 def decode_rgba(
     vae: ModelMixin,
@@ -454,49 +574,68 @@ def decode_rgba(
     latents_raw_b4hw: torch.Tensor,
     *,
     tta: bool = True,
-    chunk_size: int = 8,
+    chunk_size: int | None = None,
     progress: ProgressFn | None = None,
+    max_pixels: int = DEFAULT_DECODE_PIXELS,
 ) -> torch.Tensor:
     """Raw latents → straight RGBA (b, 4, H, W) float32 in [0, 1], channel order R, G, B, A.
 
-    Per chunk of `chunk_size` latents: `pixel = clamp(vae.decode(z).sample · 0.5 + 0.5, 0, 1)`, pad pixel and
-    latent (edge-replicated, bottom/right) to the decoder's multiple of 64, run `estimate_augmented`
-    (`tta=True`) or `estimate_single_pass`, crop back. `progress(done, total)` counts images after each chunk.
+    Per chunk of latents: `pixel = clamp(vae.decode(z).sample · 0.5 + 0.5, 0, 1)`, pad pixel and latent
+    (edge-replicated, bottom/right) to the decoder's multiple of 64, run the 8-way augmentation (`tta=True`,
+    LayerDiffuse's `estimate_augmented`) or one pass, crop back. The transparency decoder runs batched over
+    variants and images, at most `max_pixels` input pixels per call (`estimate_batched`). `chunk_size`
+    latents go through the VAE at once; None chooses by pixel count, so that one chunk's decoder inputs
+    fill `max_pixels` (one 256² frame with TTA). Memory is bounded by the chunk, not the clip: only the
+    result grows with the number of latents. `progress(done, total)` counts images after each chunk.
     The result lives on the latents' device.
     """
     if latents_raw_b4hw.ndim != 4:
         raise ValueError(f"latents_raw_b4hw must be (b, c, h, w), got {tuple(latents_raw_b4hw.shape)}.")
-    if chunk_size < 1:
+    if chunk_size is not None and chunk_size < 1:
         raise ValueError(f"chunk_size must be at least 1, got {chunk_size}.")
-    estimate = estimate_augmented if tta else estimate_single_pass
-    total = latents_raw_b4hw.shape[0]
-    chunks = []
+    if max_pixels < 1:
+        raise ValueError(f"max_pixels must be at least 1, got {max_pixels}.")
+    factor, multiple = decoder.latent_factor, decoder.size_multiple
+    total, _, latent_height, latent_width = latents_raw_b4hw.shape
+    if chunk_size is None:
+        passes = len(TTA_VARIANTS) if tta else 1
+        padded_height = math.ceil(latent_height * factor / multiple) * multiple
+        padded_width = math.ceil(latent_width * factor / multiple) * multiple
+        chunk_size = max(1, max_pixels // (passes * padded_height * padded_width))
+    result = torch.empty(
+        total,
+        4,
+        latent_height * factor,
+        latent_width * factor,
+        device=latents_raw_b4hw.device,
+        dtype=torch.float32,
+    )
     for start in range(0, total, chunk_size):
         latent_raw = latents_raw_b4hw[start : start + chunk_size].to(device=vae.device, dtype=vae.dtype)
         pixel_b3hw_01 = (vae.decode(latent_raw).sample * 0.5 + 0.5).clamp(0, 1)
 
         height, width = pixel_b3hw_01.shape[-2:]
-        factor = decoder.latent_factor
         if (height, width) != (latent_raw.shape[-2] * factor, latent_raw.shape[-1] * factor):
             raise WeightsError(
                 f"the VAE decodes a {latent_raw.shape[-2]}×{latent_raw.shape[-1]} latent to {height}×{width} "
                 f"pixels, but the transparency decoder needs {factor}× upsampling (an SD/SDXL VAE)."
             )
-        multiple = decoder.size_multiple
         pixel_padded = _pad_to_multiple(pixel_b3hw_01, multiple, mode="replicate")
         latent_padded = _pad_to_multiple(latent_raw, multiple // factor, mode="replicate")
-        output_b4hw_01 = estimate(
+        output_b4hw_01 = estimate_batched(
             decoder,
             pixel_padded.to(device=decoder.device, dtype=decoder.dtype),
             latent_padded.to(device=decoder.device, dtype=decoder.dtype),
+            tta=tta,
+            max_pixels=max_pixels,
         )[..., :height, :width]
 
-        alpha_b1hw_01, foreground_b3hw_01 = output_b4hw_01[:, :1], output_b4hw_01[:, 1:]
-        rgba_b4hw_01 = torch.cat([foreground_b3hw_01, alpha_b1hw_01], dim=1)
-        chunks.append(rgba_b4hw_01.to(device=latents_raw_b4hw.device, dtype=torch.float32))
+        stop = start + latent_raw.shape[0]
+        result[start:stop, :3] = output_b4hw_01[:, 1:]  # straight foreground R, G, B
+        result[start:stop, 3:] = output_b4hw_01[:, :1]  # alpha
         if progress is not None:
-            progress(min(start + chunk_size, total), total)
-    return torch.cat(chunks)
+            progress(stop, total)
+    return result
 
 
 def rgba_to_uint8(rgba_b4hw_01: torch.Tensor) -> torch.Tensor:

@@ -49,6 +49,7 @@ from layeranim.models.layerdiffuse_unet import (
     remove_processors,
     save_layerdiffuse_processors,
 )
+from layeranim.models.motion_norm import apply_motion_norm
 from layeranim.models.transparent_vae import (
     TransparentVAEDecoder,
     TransparentVAEEncoder,
@@ -123,12 +124,15 @@ def build_motion_unet(
     motion_adapter: MotionAdapter,
     layerdiffuse_processors: dict[str, LayerDiffuseAttnProcessor],
     ifa_weights: Path | None = None,
+    motion_norm: str = "original",
 ) -> MotionUNet:
     """Stage one's LayerDiffuse UNet + an AnimateDiff adapter → `UNetMotionModel` with IFA installed.
 
     `from_unet2d` drops custom processors, so LayerDiffuse's are put back first (the frames must live in the
     transparent latent space), then IFA wraps every spatial self-attention. Without `ifa_weights` IFA is
     installed untrained (W_O' = 0), which is exactly the paper's "motion module" baseline.
+    `motion_norm="original"` normalises as the adapter's AnimateDiff version was trained
+    (`apply_motion_norm`); "diffusers" keeps diffusers' GroupNorms.
     """
     # from_unet2d copies attention blocks with a strict load_state_dict, in which the LayerDiffuse processors'
     # own weights would be unexpected keys: take them off for the copy and put them on both UNets after.
@@ -140,6 +144,7 @@ def build_motion_unet(
         if layerdiffuse_processors:
             reinstall_processors(unet, layerdiffuse_processors)
     motion = motion.to(unet.device)  # from_unet2d already casts to unet.dtype
+    apply_motion_norm(motion, motion_adapter.config, mode=motion_norm)  # same keys, original statistics
     if layerdiffuse_processors:
         reinstall_processors(motion, layerdiffuse_processors)
     processors = install_inter_frame_attention(motion)

@@ -17,7 +17,13 @@ import numpy as np
 import torch
 
 from layeranim.errors import UsageError
-from layeranim.pipelines._schedulers import DEFAULT_SCHEDULER, make_scheduler
+from layeranim.pipelines._schedulers import (
+    DEFAULT_VIDEO_SCHEDULE,
+    check_stage_settings,
+    make_image_scheduler,
+    make_video_scheduler,
+    stage_scheduler_facts,
+)
 from layeranim.pipelines.layeranimate import LayerAnimatePipeline, MotionUNet, build_motion_unet
 from layeranim.pipelines.layerdiffuse import LayerDiffusePipeline
 from layeranim.render.components import Components, ModelSpec, load_components, load_motion_adapter
@@ -54,7 +60,12 @@ class RenderSession:
     spec: ModelSpec
     device: torch.device
     dtype: torch.dtype
-    scheduler: str = DEFAULT_SCHEDULER
+    # Samplers (pipelines/_schedulers.py): `scheduler` for stage one (None: the family's default) and for
+    # stage two unless `video_scheduler` is given (both None: DDIM).
+    scheduler: str | None = None
+    video_scheduler: str | None = None
+    video_schedule: str = DEFAULT_VIDEO_SCHEDULE  # "animatediff" (its training betas) or "base"
+    motion_norm: str = "original"  # GroupNorm as the motion module was trained, or "diffusers"
     ifa_weights: Path | None = None
     offload: str = "none"  # none | model | sequential (accelerate's CPU-offload hooks)
     # Stage two will run (animate, generate): checked early, and built before any offloading.
@@ -68,6 +79,7 @@ class RenderSession:
     def __post_init__(self) -> None:
         if self.will_animate and self.spec.family != "sd15":
             raise UsageError(_SD15_ONLY.format(family=self.spec.family))
+        check_stage_settings(self.scheduler, self.video_scheduler, self.video_schedule)
         if self.offload not in OFFLOAD_MODES:
             raise UsageError(
                 f"offload={self.offload!r} is not one of {', '.join(OFFLOAD_MODES)}.", argument="offload"
@@ -104,7 +116,9 @@ class RenderSession:
             adapter = load_motion_adapter(
                 ref if ref is not None else _default_adapter(self.spec), dtype=self.dtype
             )
-            self._motion = build_motion_unet(c.unet, adapter, c.layerdiffuse_processors, self.ifa_weights)
+            self._motion = build_motion_unet(
+                c.unet, adapter, c.layerdiffuse_processors, self.ifa_weights, motion_norm=self.motion_norm
+            )
             self._motion.unet.to(self.load_device)
             if not self.image_stage and self.device.type != "cpu":
                 c.unet.to("cpu")  # stage one will not run (animate): keep its UNet off the accelerator
@@ -122,6 +136,16 @@ class RenderSession:
         if self._motion is not None and self.ifa_weights is not None:
             out["ifa_weights"] = str(self.ifa_weights)
         return out
+
+    def scheduler_facts(self) -> dict[str, dict[str, object]]:
+        """Per stage: sampler, beta schedule and timestep spacing (for manifests and --json)."""
+        return stage_scheduler_facts(
+            self.components.scheduler.config,
+            family=self.components.family,
+            image_scheduler=self.scheduler,
+            video_scheduler=self.video_scheduler or self.scheduler,
+            video_schedule=self.video_schedule,
+        )
 
     def _offloaded(self, pipe: PipelineT) -> PipelineT:
         """Apply the offload mode. Called for every new pipeline: the two stages share the VAE, the text
@@ -144,7 +168,7 @@ class RenderSession:
                 text_encoder=c.text_encoder,
                 tokenizer=c.tokenizer,
                 unet=c.unet,
-                scheduler=make_scheduler(self.scheduler, c.scheduler.config),
+                scheduler=make_image_scheduler(c.scheduler.config, self.scheduler, family=c.family),
                 transparent_decoder=c.transparent_decoder,
                 transparent_encoder=c.transparent_encoder,
                 text_encoder_2=c.text_encoder_2,
@@ -160,7 +184,9 @@ class RenderSession:
                 text_encoder=c.text_encoder,
                 tokenizer=c.tokenizer,
                 unet=self.motion.unet,
-                scheduler=make_scheduler(self.scheduler, c.scheduler.config),
+                scheduler=make_video_scheduler(
+                    c.scheduler.config, self.video_scheduler or self.scheduler, schedule=self.video_schedule
+                ),
                 transparent_decoder=c.transparent_decoder,
                 transparent_encoder=c.transparent_encoder,
             )

@@ -1,4 +1,5 @@
-"""Training Inter-Frame Attention on RGBA clips (Layer-Animate §III-B): config, data, loop, synthetic data."""
+"""Training Inter-Frame Attention on RGBA clips (Layer-Animate §III-B): config, data, objective, setup,
+checkpoints, validation renders, the loop, synthetic data."""
 
 from __future__ import annotations
 

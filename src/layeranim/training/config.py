@@ -34,6 +34,7 @@ LR_SCHEDULES = ("cosine", "constant")
 MIXED_PRECISIONS = ("auto", "no", "fp16", "bf16")
 TRAIN_DEVICES = ("auto", "cpu")
 PRESETS = ("sd15", "tiny")
+NOISE_SCHEDULES = ("animatediff", "base")  # layeranim.pipelines._schedulers.SCHEDULES
 SIZE_MULTIPLE = 64  # the transparency decoder works on multiples of 64 pixels
 
 
@@ -66,11 +67,18 @@ class ModelConfig:
     transparent_decoder: str = ""  # LayerDiffuse latent transparency decoder (validation renders)
     motion_adapter: str = ""  # AnimateDiff motion adapter
     init_ifa_weights: str = ""  # start from these IFA weights instead of W_Q' = W_Q, W_O' = 0
+    # The noise schedule: "animatediff" (linear betas, what the motion modules were trained with) or
+    # "base" (the base model's own, e.g. scaled_linear for SD1.5).
+    noise_schedule: str = "animatediff"
 
 
 @dataclass
 class OptimConfig:
-    """AdamW on W_Q' and W_O' only, with linear warmup then cosine decay (or a constant rate)."""
+    """AdamW on W_Q' and W_O' only, with linear warmup then cosine decay (or a constant rate).
+
+    The schedule is diffusers' (`diffusers.optimization.get_scheduler`: warmup from 0, then "cosine" or
+    "constant_with_warmup"), with the cosine lifted to end at `learning_rate * min_lr_ratio`.
+    """
 
     learning_rate: float = 1e-4
     lr_schedule: str = "cosine"  # cosine | constant (both after the warmup)
@@ -364,6 +372,10 @@ def validate_config(config: Config) -> None:
         raise bad("data.encode_chunk_size", data.encode_chunk_size, "must be at least 1.")
     if config.model.preset not in PRESETS:
         raise bad("model.preset", config.model.preset, f"use one of {', '.join(PRESETS)}.")
+    if config.model.noise_schedule not in NOISE_SCHEDULES:
+        raise bad(
+            "model.noise_schedule", config.model.noise_schedule, f"use one of {', '.join(NOISE_SCHEDULES)}."
+        )
 
     if not (optim.learning_rate > 0 and math.isfinite(optim.learning_rate)):
         raise bad("optim.learning_rate", optim.learning_rate, "must be a positive number such as 1e-4.")
