@@ -253,7 +253,8 @@ def test_generate_png_sequence_folder_is_created_once(runner: CliRunner, tmp_pat
         app, ["generate", "x", "-o", f"{out}/", "--frames", "3", "--image-steps", "1", *FAST]
     )
     assert result.exit_code == 0, result.stderr
-    assert sorted(p.suffix for p in out.iterdir()) == [".png"] * 3
+    assert sorted(p.suffix for p in out.iterdir() if not p.name.startswith(".")) == [".png"] * 3
+    assert (out / ".layeranim-owned.json").is_file()  # layeranim's own folder: --overwrite may replace it
 
 
 def test_single_render_writes_a_manifest_on_request(runner: CliRunner, tmp_path: Path) -> None:
