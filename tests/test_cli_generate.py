@@ -170,7 +170,7 @@ def test_animate_refuses_an_rgb_only_jpeg(runner: CliRunner, tmp_path: Path) -> 
     ("args", "needles", "code"),
     [
         (["-o", "{tmp}/x.mp4"], ("mp4",), 2),
-        (["-o", "{tmp}/x.webm", "--frames", "40"], ("--frames 40",), 2),
+        (["-o", "{tmp}/x.webm", "--frames", "10000"], ("frames 10000", "4096"), 2),  # long clips slide
         (["-o", "{tmp}/x.webm", "--device", "cuda"], ("--device",), 2),
         (["-o", "{tmp}/x.webm", "--ifa-weights", "{tmp}/missing.safetensors"], ("--ifa-weights",), 2),
         (["-o", "{tmp}/x.webm", "--scheduler", "bogus"], ("--scheduler",), 2),
