@@ -55,6 +55,11 @@ SKIPPED = {
     ),
     "layeranim eval ifa/ baseline/ --json > table1.json": "compares with the ifa/ renders above",
     "layeranim eval baseline/ ifa/ --html table1.html --json > table1.json": "compares with the ifa/ renders",
+    'layeranim generate "a paper lantern swaying, ghibli style" '
+    "--lora owner/repo/ghibli_style.safetensors:0.8 "
+    "--lora ./detail.safetensors --motion-lora guoyww/animatediff-motion-lora-zoom-in:0.7 "
+    '--embedding ./EasyNegative.safetensors --negative-prompt "EasyNegative" --clip-skip 1 '
+    "-o out/lantern.webm": "the reader's own LoRA, MotionLoRA and embedding files (placeholders)",
     "layeranim layers scene.toml -o out/ --target unity": (
         "renders the 512×512 example scene; tests/test_scene_example.py runs it on the tiny preset"
     ),
@@ -66,6 +71,7 @@ def readme_commands() -> list[str]:
     text = README.read_text(encoding="utf-8")
     commands = []
     for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
+        block = re.sub(r"\\\n\s*", "", block)  # join continuation lines
         for line in block.splitlines():
             line = re.sub(r"\s+#\s.*$", "", line).strip()
             if line.startswith(("layeranim ", "accelerate launch -m layeranim", "mkdir ")):

@@ -1,9 +1,12 @@
 """Batch mode of `generate --prompts FILE` and `animate --inputs FILE` on the terminal: JSON lines on
 stdout, failed items and the summary table on stderr. Planning, skipping and rendering are the library's
-(`layeranim.render.run_batch`)."""
+(`layeranim.render.run_batch`), and so is splitting the batch across the processes of a launcher
+(`torchrun`, `accelerate launch`, `srun`): then process 0 reports every item once, after all are done,
+and the other processes print nothing."""
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -18,8 +21,15 @@ from layeranim.cli._render import notifier, stage_progress
 
 def run_cli_batch(request: Any, *, json_output: bool, quiet: bool) -> int:
     """Run a `BatchRequest`, reporting each item; returns the exit code (1 if any item failed)."""
+    from layeranim.distributed import current_process
     from layeranim.render import api
     from layeranim.render.batch import BatchJob, ItemResult
+
+    process = current_process()
+    live = not process.distributed  # several processes: process 0 reports every item at the end
+    if not process.is_main:
+        quiet = True
+        logging.getLogger("layeranim").setLevel(logging.ERROR)
 
     def on_start(job: BatchJob, position: int, total: int) -> None:
         if progress_enabled(quiet):  # progress, like the bars: only on a terminal
@@ -28,6 +38,10 @@ def run_cli_batch(request: Any, *, json_output: bool, quiet: bool) -> int:
     def on_result(result: ItemResult) -> None:
         if result.error is not None:
             result.error = to_cli(result.error)
+        if live:
+            report(result)
+
+    def report(result: ItemResult) -> None:
         if json_output:
             print_json(result.to_json())
         if result.status == "failed":
@@ -38,6 +52,11 @@ def run_cli_batch(request: Any, *, json_output: bool, quiet: bool) -> int:
         summary = api.run_batch(
             request, progress=progress, notify=notifier(quiet), on_start=on_start, on_result=on_result
         )
+    if not process.is_main:
+        return 0  # process 0 gives the batch's exit code
+    if not live:
+        for result in summary.results:
+            report(result)
     if not quiet:
         if console.is_terminal:
             console.print(summary_table(summary))

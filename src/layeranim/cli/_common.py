@@ -196,8 +196,8 @@ def _root(
         typer.Option(
             "--threads",
             min=1,
-            help="CPU threads for torch's math (default: torch's own choice, one per core). Fewer leaves "
-            "cores to other jobs on a shared machine.",
+            help="CPU threads for torch's math (default: the CPUs this process may use, from its affinity "
+            "mask and cgroup quota, less those other processes keep busy). Fewer leaves cores to other jobs.",
             show_default=False,
         ),
     ] = None,
@@ -209,11 +209,35 @@ def _root(
 
 
 def set_threads(threads: int) -> None:
-    """Intra-op threads: through the environment before torch loads (OpenMP reads it once), else directly."""
-    os.environ["OMP_NUM_THREADS"] = str(threads)
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        torch.set_num_threads(threads)
+    """Intra-op threads: through the environment before torch loads (OpenMP reads it once), else directly.
+
+    The rendering commands apply the whole policy (`layeranim.threads.apply_thread_policy`) when they start.
+    """
+    from layeranim.threads import configure_env_before_torch
+
+    if not configure_env_before_torch(threads):
+        sys.modules["torch"].set_num_threads(threads)
+
+
+def threads_from_argv(argv: Sequence[str]) -> int | None:
+    """The global `--threads N` (or `--threads=N`) before the sub-command, if given and a number."""
+    for i, arg in enumerate(argv):
+        if not arg.startswith("-"):
+            return None  # the sub-command: its own options follow
+        value = arg.partition("=")[2] if arg.startswith("--threads=") else None
+        if arg == "--threads" and i + 1 < len(argv):
+            value = argv[i + 1]
+        if value is not None:
+            return int(value) if value.isdigit() and int(value) >= 1 else None
+    return None
+
+
+def global_threads() -> int | None:
+    """The `--threads` value the running command was called with (None: the policy's own choice)."""
+    from typer._click.globals import get_current_context  # Typer vendors click
+
+    ctx = get_current_context(silent=True)
+    return ctx.find_root().params.get("threads") if ctx is not None else None
 
 
 class _StderrHandler(logging.Handler):
@@ -265,9 +289,12 @@ def silence_warnings() -> None:
 
 def main() -> None:
     """Console-script entry point."""
+    from layeranim.threads import configure_env_before_torch
+
     # OpenMP's spinning barriers burn the other cores while torch waits (measured: many times slower on
-    # shared machines); set before torch is imported, and only when the user has not chosen.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # shared machines), and OpenMP reads its environment once, when torch loads: set the policy's
+    # environment (and `--threads`) before anything imports torch.
+    configure_env_before_torch(threads_from_argv(sys.argv[1:]))
     app()
 
 

@@ -12,7 +12,7 @@ import typer
 
 # From the torch-free settings module (tested equal to render.devices / render.components / weights), so
 # that defining the options imports neither torch nor the hub: every command's startup would pay for it.
-from layeranim.render.settings import DEVICE_CHOICES, DTYPE_CHOICES, FAMILIES
+from layeranim.render.settings import DEVICE_CHOICES, DTYPE_CHOICES, FAMILIES, SPEED_CHOICES
 
 _WEIGHTS = "Weights"
 _RUN = "Device and sampling"
@@ -123,5 +123,70 @@ HeightOpt = Annotated[
         help="Height in pixels, a multiple of 64 (default: 512 for sd15, 1024 for sdxl).",
         min=64,
         rich_help_panel=_RUN,
+    ),
+]
+
+_COMMUNITY = "Community models and speed"
+
+LoraOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--lora",
+        metavar="REF[:SCALE]",
+        help=f"A LoRA fused into the base model before LayerDiffuse's weights (repeatable): {_REF_HELP}; "
+        "diffusers/peft, Kohya and A1111 files. SCALE defaults to 1.",
+        rich_help_panel=_COMMUNITY,
+        show_default=False,
+    ),
+]
+MotionLoraOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--motion-lora",
+        metavar="REF[:SCALE]",
+        help="A MotionLoRA (camera move) fused into the motion modules (repeatable), e.g. "
+        "guoyww/animatediff-motion-lora-zoom-in:0.7.",
+        rich_help_panel=_COMMUNITY,
+        show_default=False,
+    ),
+]
+EmbeddingOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--embedding",
+        metavar="REF",
+        help="A textual-inversion embedding (repeatable); use its token (the file's name) in the prompt, "
+        "or in --negative-prompt for a negative embedding.",
+        rich_help_panel=_COMMUNITY,
+        show_default=False,
+    ),
+]
+ClipSkipOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--clip-skip",
+        metavar="N",
+        min=0,
+        help="CLIP layers to skip from the end (diffusers' count: 1 is A1111's 'clip skip 2').",
+        rich_help_panel=_COMMUNITY,
+        show_default=False,
+    ),
+]
+SpeedOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--speed",
+        help=f"Few-step stage two: {'|'.join(SPEED_CHOICES)} (distilled motion weights, their scheduler, "
+        "steps and guidance; --steps/--guidance other than their defaults still win). Prints its choice.",
+        rich_help_panel=_COMMUNITY,
+        show_default=False,
+    ),
+]
+AllowIfaMismatchOpt = Annotated[
+    bool,
+    typer.Option(
+        "--allow-ifa-mismatch",
+        help="Use --ifa-weights trained on another motion adapter than --speed's (refused otherwise).",
+        rich_help_panel=_COMMUNITY,
     ),
 ]

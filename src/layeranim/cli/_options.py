@@ -33,16 +33,22 @@ from layeranim.cli._common import (
     TargetOpt,
 )
 from layeranim.cli._model_options import (
+    AllowIfaMismatchOpt,
+    ClipSkipOpt,
     DeviceOpt,
     DtypeOpt,
+    EmbeddingOpt,
     FamilyOpt,
     GuidanceOpt,
     HeightOpt,
+    LoraOpt,
     ModelOpt,
     MotionAdapterOpt,
+    MotionLoraOpt,
     NegativePromptOpt,
     PresetOpt,
     SeedOpt,
+    SpeedOpt,
     StepsOpt,
     TransparentAttnOpt,
     TransparentDecoderOpt,
@@ -122,12 +128,39 @@ class OptionGroup:
     build: Callable[..., Any]
 
 
+def community_values(**values: Any) -> dict[str, Any]:
+    """The community options as `ModelSettings` keywords: repeatable options (None or a list) as tuples
+    (ModelSettings parses each `REF[:SCALE]` and reference)."""
+    for name in ("loras", "motion_loras", "embeddings"):
+        if name in values:
+            values[name] = tuple(values[name] or ())
+    return values
+
+
 def _model_settings(*, model: str | None = None, **values: Any) -> ModelSettings:
-    return ModelSettings(base=model, **values)
+    return ModelSettings(base=model, **community_values(**values))
+
+
+def community_options(*, animate: bool) -> dict[str, tuple[Any, Any]]:
+    """LoRAs, embeddings and clip skip on the base model; `animate` adds MotionLoRAs and speed presets.
+
+    Shared by every rendering command (`image`, `animate`, `generate`, `layers`) through `model_options`.
+    """
+    options: dict[str, tuple[Any, Any]] = {
+        "loras": (LoraOpt, None),
+        "embeddings": (EmbeddingOpt, None),
+        "clip_skip": (ClipSkipOpt, None),
+    }
+    if animate:
+        options["motion_loras"] = (MotionLoraOpt, None)
+        options["speed"] = (SpeedOpt, None)
+        options["allow_ifa_mismatch"] = (AllowIfaMismatchOpt, False)
+    return options
 
 
 def model_options(*, animate: bool) -> OptionGroup:
-    """Weights, device and sampler; `animate` adds the motion adapter and the IFA weights."""
+    """Weights, device and sampler; `animate` adds the motion adapter and the IFA weights. The community
+    options (`community_options`) come with them."""
     options: dict[str, tuple[Any, Any]] = {
         "preset": (PresetOpt, None),
         "model": (ModelOpt, None),
@@ -143,6 +176,7 @@ def model_options(*, animate: bool) -> OptionGroup:
     if animate:
         options["motion_adapter"] = (MotionAdapterOpt, None)
         options["ifa_weights"] = (IfaWeightsOpt, None)
+    options.update(community_options(animate=animate))
     return OptionGroup(options, _model_settings)
 
 

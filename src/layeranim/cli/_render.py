@@ -1,5 +1,5 @@
-"""What the rendering commands (`image`, `animate`, `generate`) share on the terminal: progress bars,
-notes, and quieting third-party loggers."""
+"""What the rendering commands (`image`, `animate`, `generate`, `layers`) share on the terminal: the
+thread policy and speed preset at the start, progress bars, notes, and quieting third-party loggers."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from contextlib import contextmanager
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from layeranim.cli._common import console, debug_enabled, note, progress_enabled
+from layeranim.cli._common import console, debug_enabled, global_threads, note, progress_enabled
 
 
 @contextmanager
@@ -55,3 +55,17 @@ def report_seed(requested: int | None, used: int, quiet: bool) -> None:
     """A random seed is shown on stderr (`seed: N`), so the render can be made again with --seed N."""
     if requested is None:
         note(f"seed: {used} (pass --seed {used} to render this again)", quiet)
+
+
+def start_render(models: object, quiet: bool) -> None:
+    """Before a render: the CPU thread policy (with the global `--threads`), and the speed preset's
+    choices on stderr (not with --quiet)."""
+    from layeranim.distributed import current_process
+    from layeranim.threads import apply_thread_policy
+
+    apply_thread_policy(global_threads())
+    speed = getattr(models, "speed", None)
+    if speed is not None and current_process().is_main:  # under a launcher: said once
+        from layeranim.speed import get_speed_preset
+
+        note(get_speed_preset(speed).describe(), quiet)

@@ -10,7 +10,7 @@ import typer
 from layeranim.cli._batch import run_cli_batch
 from layeranim.cli._common import JsonOpt, QuietOpt, app, targets_epilog
 from layeranim.cli._options import CLIP, OUTPUT, SAMPLING, ClipOptions, model_options, with_option_groups
-from layeranim.cli._render import notifier, quiet_third_party_logs, report_seed, stage_progress
+from layeranim.cli._render import notifier, quiet_third_party_logs, report_seed, stage_progress, start_render
 from layeranim.cli.generate import print_clip
 from layeranim.errors import UsageError
 from layeranim.render.settings import (
@@ -90,6 +90,7 @@ def animate(
             "--eval measures a batch; use it with --inputs FILE (or run `layeranim eval` on the clip)."
         )
     quiet_third_party_logs()
+    start_render(models, quiet)
 
     # 2. Batch mode: plan, skip finished items, render the rest, report each.
     if inputs is not None:

@@ -11,7 +11,7 @@ import typer
 from layeranim.cli._batch import run_cli_batch
 from layeranim.cli._common import JsonOpt, QuietOpt, app, print_json, targets_epilog
 from layeranim.cli._options import CLIP, OUTPUT, SAMPLING, ClipOptions, model_options, with_option_groups
-from layeranim.cli._render import notifier, quiet_third_party_logs, report_seed, stage_progress
+from layeranim.cli._render import notifier, quiet_third_party_logs, report_seed, stage_progress, start_render
 from layeranim.errors import UsageError
 from layeranim.render.settings import (
     BatchRequest,
@@ -95,6 +95,7 @@ def generate(
             "--eval measures a batch; use it with --prompts FILE (or run `layeranim eval` on the clip)."
         )
     quiet_third_party_logs()
+    start_render(models, quiet)
 
     # 2. Batch mode: plan, skip finished items, render the rest, report each.
     if prompts is not None:

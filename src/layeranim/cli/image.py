@@ -17,7 +17,7 @@ from layeranim.cli._model_options import (
     WidthOpt,
 )
 from layeranim.cli._options import FastDecodeOpt, model_options, with_option_groups
-from layeranim.cli._render import quiet_third_party_logs, report_seed, stage_progress
+from layeranim.cli._render import quiet_third_party_logs, report_seed, stage_progress, start_render
 from layeranim.render.settings import ImageRequest, ModelSettings
 
 
@@ -70,6 +70,7 @@ def image(
         models=models,
     )
     quiet_third_party_logs()
+    start_render(models, quiet)
     with stage_progress(quiet) as progress:
         outcome = api.image(request, progress=progress)
     report_seed(seed, outcome.seed, quiet)

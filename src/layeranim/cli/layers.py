@@ -43,9 +43,13 @@ from layeranim.cli._options import (
     FastDecodeOpt,
     IfaWeightsOpt,
     OffloadOpt,
+    OptionGroup,
     SchedulerOpt,
+    community_options,
+    community_values,
+    with_option_groups,
 )
-from layeranim.cli._render import quiet_third_party_logs, stage_progress
+from layeranim.cli._render import quiet_third_party_logs, stage_progress, start_render
 from layeranim.errors import UsageError
 
 
@@ -86,6 +90,7 @@ whose inputs or parameters changed.
 
 
 @layers_app.command("render", epilog=RENDER_EPILOG + "\n" + targets_epilog())
+@with_option_groups(community=OptionGroup(community_options(animate=True), community_values))
 def render(
     scene_file: Annotated[
         Path, typer.Argument(help="The scene file (TOML: [canvas] and [[layer]] tables).", metavar="SCENE")
@@ -149,11 +154,13 @@ def render(
     overwrite: OverwriteOpt = False,
     json_output: JsonOpt = False,
     quiet: QuietOpt = False,
+    *,
+    community: dict[str, Any],
 ) -> None:
     """Render every layer of a scene (stage two for layers with motion) and their composite into OUT/."""
     from layeranim.render.api import open_session, resolve_seed
-    from layeranim.render.outputs import spec_sources
-    from layeranim.render.settings import ModelSettings
+    from layeranim.render.outputs import session_sources
+    from layeranim.render.settings import ModelSettings, SamplingSettings, with_speed_defaults
     from layeranim.scene import SceneSettings, load_scene, render_scene
     from layeranim.scene.model import scene_ifa_weights
     from layeranim.scene.outputs import check_scene_outputs, check_scene_renderable, read_scene_json
@@ -161,6 +168,9 @@ def render(
     # 1. Validate the scene and the outputs before loading any model.
     scene = load_scene(scene_file)
     check_scene_renderable(scene)
+    # A --speed preset's steps and guidance where --steps/--guidance are at their defaults (as generate).
+    sampling = with_speed_defaults(SamplingSettings(steps=steps, guidance=guidance), community["speed"])
+    steps, guidance = sampling.steps, sampling.guidance
     settings = SceneSettings(
         steps=steps,
         guidance=guidance,
@@ -207,12 +217,14 @@ def render(
             scheduler=scheduler,
             offload=offload,
             ifa_weights=ifa,
+            **community,
         ),
         will_animate=any(layer.dynamic for layer in scene.layers),
         image_stage=any(layer.prompt is not None for layer in scene.layers),
     )
     if needs_models:
         quiet_third_party_logs()
+        start_render(session, quiet)
 
     # 2. Render (the session loads its models on first use, and not at all if every layer is unchanged).
     with stage_progress(quiet) as progress:
@@ -222,7 +234,7 @@ def render(
             output,
             settings=settings,
             base_seed=base_seed,
-            models=spec_sources(session.spec, ifa),
+            models=session_sources(session),
             overwrite=overwrite,
             progress=progress,
         )

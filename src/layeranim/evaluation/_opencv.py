@@ -1,4 +1,4 @@
-"""OpenCV, imported on first use: it is the optional `eval` extra (`pip install 'layeranim[eval]'`)."""
+"""OpenCV, imported on first use (a dependency of layeranim; missing only from a broken install)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,6 @@ def cv2_module() -> ModuleType:
     except ImportError as exc:
         raise LayerAnimError(
             "layeranim eval needs OpenCV for optical flow and warping; install it with "
-            "pip install 'layeranim[eval]' (or pip install opencv-python-headless)."
+            "pip install opencv-python-headless."
         ) from exc
     return cv2

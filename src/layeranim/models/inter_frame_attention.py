@@ -248,7 +248,7 @@ class InterFrameAttnProcessor(nn.Module):
 
 
 def _is_spatial_self_attention(processor_name: str) -> bool:
-    """Whether a processor name is attn1 of a spatial transformer block (internals.md §5)."""
+    """Whether a processor name is attn1 of a spatial transformer block (`…attentions.j.….attn1`)."""
     return (
         ".attentions." in processor_name
         and processor_name.endswith("attn1.processor")

@@ -155,10 +155,12 @@ def open_session(
     `will_animate`: stage two will run (checked now; built before any offloading). `image_stage=False`:
     stage one will not run, so its UNet leaves the accelerator once stage two is built.
     """
+    from layeranim.distributed import current_process, process_device
     from layeranim.render.devices import select_device, select_dtype
     from layeranim.render.session import RenderSession
 
-    device = select_device(models.device)
+    # Under a launcher (torchrun, accelerate launch, srun) each process takes its own GPU.
+    device = process_device(select_device(models.device), current_process())
     dtype = select_dtype(device, models.dtype)
     return RenderSession(
         models.spec(),
@@ -169,6 +171,10 @@ def open_session(
         offload=models.offload,
         will_animate=will_animate,
         image_stage=image_stage,
+        motion_loras=models.motion_loras,
+        clip_skip=models.clip_skip,
+        speed=models.speed,
+        allow_ifa_mismatch=models.allow_ifa_mismatch,
     )
 
 
@@ -467,11 +473,17 @@ def run_batch(
     renders again those whose parameters changed, and never replaces an output that has no layeranim
     manifest unless `overwrite=True`. `on_start(job, position, total)` runs before each item and
     `on_result(item_result)` after each; `summary.exit_code` is 1 when any item failed.
+
+    Under a launcher (`torchrun`, `accelerate launch`, SLURM `srun`; `layeranim.distributed`) every
+    process plans the same batch, takes the shard, then its share of it (items rank, rank + world_size, …),
+    renders on its own device, and hands its results to process 0: there the summary holds every item
+    of the shard, in order; on the other processes only their own (`on_result` ran for those).
     """
+    from layeranim.distributed import current_process, process_slice
     from layeranim.render import batch
     from layeranim.render.devices import dtype_name
     from layeranim.render.inputs import load_animation_input
-    from layeranim.render.outputs import session_manifest, spec_sources
+    from layeranim.render.outputs import session_manifest, session_sources
 
     # 1. Plan everything (files, seeds, output names, collisions) before loading any model.
     items = batch.read_batch_file(request.file, kind=request.kind)  # type: ignore[arg-type]
@@ -493,15 +505,21 @@ def run_batch(
                 negative_prompt=job.item.negative_prompt or "",
                 decode_chunk_size=request.sampling.decode_chunk_size,
             )
+    process = current_process()
+    mine = process_slice(jobs, process.rank, process.world_size)
     if session is None:
         animate_only = request.kind == "inputs"
         session = open_session(request.models, will_animate=True, image_stage=not animate_only)
-    if any(not job.output.exists() for job in jobs):
+    if any(not job.output.exists() for job in mine):
         # Load the models now: weights that cannot be found fail the batch once, not once per item.
         session.components  # noqa: B018  (a property that loads)
         session.motion  # noqa: B018
-    sources = spec_sources(session.spec, session.ifa_weights)
+    sources = session_sources(session)
     device, dtype = str(session.device), dtype_name(session.dtype)
+    if process.distributed and ":" not in str(request.models.device):
+        # `cuda:LOCAL_RANK` was the launcher's choice, not the user's: key renders by the device type, so
+        # a re-run with another number of processes (or none) still skips the finished items.
+        device = session.device.type
     params = request.params()
     sampling, output_settings = request.sampling, request.output_settings
     # The CLIP scorer loads once for the whole batch (and fails here, before any render, when offline).
@@ -564,6 +582,7 @@ def run_batch(
             timings=outcome.timings,
             output=job.output,
             sources=sources,
+            device=device,
         )
         if still_path is not None:
             manifest["still"] = still_path.name  # relative: the batch folder travels with its files
@@ -572,6 +591,8 @@ def run_batch(
                 job.output, prompt=item.prompt, still=still, still_index=outcome.middle_frame,
                 scorer=scorer, device=device,
             )  # fmt: skip
+        if process.distributed:  # which process of the launch rendered it
+            manifest["process"] = {"rank": process.rank, "world_size": process.world_size}
         return RenderResult(job.output, manifest)
 
     def measured(result: ItemResult) -> None:
@@ -585,13 +606,16 @@ def run_batch(
 
     # 2. Render, one failure never stopping the batch.
     summary = batch.run_batch(
-        jobs,
+        mine,
         render,
         render_key_for=key_for,
         overwrite=output_settings.overwrite,
         on_start=on_start,
         on_result=measured,
     )
+    if process.distributed:
+        # 3. Several processes: every result to process 0, which returns the whole shard's summary.
+        summary = _gathered_summary(summary, jobs, process)
     if request.evaluate:
         from layeranim.evaluation import aggregate
 
@@ -648,6 +672,52 @@ def _measure(
     except LayerAnimError as exc:
         return {"error": str(exc)}
     return manifest_eval_entry(result)
+
+
+def _gathered_summary(summary: BatchSummary, jobs: list[BatchJob], process: Any) -> BatchSummary:
+    """Process 0: every process's results, in batch order (each item once); the others: their own."""
+    import os
+
+    import torch.distributed as dist
+
+    from layeranim.distributed import combine, ensure_process_group, gather_records, run_key
+
+    records = [result.to_json() for result in summary.results]
+    created = not (dist.is_available() and dist.is_initialized())
+    group = ensure_process_group(process)
+    # Without a torch.distributed rendezvous (srun), reports go through files beside the outputs.
+    folder = Path(os.path.commonpath([job.output.parent for job in jobs])) if jobs else Path.cwd()
+    try:
+        gathered = gather_records(
+            records,
+            process,
+            folder=folder,
+            key=run_key([job.output for job in jobs]),
+            use_torch_distributed=group,
+        )
+    finally:
+        if group and created:
+            dist.destroy_process_group()
+    if gathered is None:
+        return summary
+    ordered, _ = combine(gathered)
+    return BatchSummary(results=[_item_result(record) for record in ordered])
+
+
+def _item_result(record: dict[str, Any]) -> ItemResult:
+    """An `ItemResult` back from its JSON record (as gathered from another process)."""
+    paths = {key: Path(record[key]) if record.get(key) else None for key in ("output", "manifest")}
+    return ItemResult(
+        index=int(record["index"]),
+        prompt=str(record["prompt"]),
+        status=record["status"],
+        seed=int(record["seed"]),
+        error=record.get("error"),
+        seconds=float(record.get("seconds", 0.0)),
+        source=str(record.get("source", "")),
+        eval=record.get("eval"),
+        **paths,
+    )
 
 
 __all__ = [

@@ -49,6 +49,10 @@ class ModelSpec:
     transparent_encoder: WeightsRef | None = None
     transparent_decoder: WeightsRef | None = None
     motion_adapter: WeightsRef | None = None
+    # Community add-ons on the base model (`layeranim.community`): LoRAs fused into the UNet and text
+    # encoder(s) before LayerDiffuse's weights, textual-inversion embeddings added to the tokenizer.
+    loras: tuple[Any, ...] = ()  # LoraRef
+    embeddings: tuple[Any, ...] = ()  # EmbeddingRef
 
     def __post_init__(self) -> None:
         if self.family not in weights.FAMILIES:
@@ -59,10 +63,19 @@ class ModelSpec:
             raise UsageError(f"preset={self.preset!r} is not a preset; use one of {', '.join(PRESETS)}.")
 
     @classmethod
-    def for_preset(cls, name: str, *, root: Path | None = None, **overrides: WeightsRef | None) -> ModelSpec:
+    def for_preset(
+        cls,
+        name: str,
+        *,
+        root: Path | None = None,
+        loras: tuple[Any, ...] = (),
+        embeddings: tuple[Any, ...] = (),
+        **overrides: WeightsRef | None,
+    ) -> ModelSpec:
         """The spec of a named preset (`tiny`: local random-weight models, built on first use).
 
         `overrides` replace single components (e.g. `motion_adapter=...`); None values are ignored.
+        `loras` and `embeddings` go on the preset's base model.
         """
         if name not in PRESETS:
             raise UsageError(f"preset={name!r} is not a preset; use one of {', '.join(PRESETS)}.")
@@ -76,7 +89,7 @@ class ModelSpec:
             "motion_adapter": folder / "motion_adapter",
         }
         components.update({key: value for key, value in overrides.items() if value is not None})
-        return cls(family="sd15", preset=name, **components)
+        return cls(family="sd15", preset=name, loras=tuple(loras), embeddings=tuple(embeddings), **components)
 
     def ref(self, component: str) -> WeightsRef:
         """The reference for a component: the spec's own, else the family's default source."""
@@ -106,7 +119,7 @@ class Components:
     tokenizer_2: Any = None
     text_encoder_2: torch.nn.Module | None = None
     layerdiffuse_processors: dict[str, torch.nn.Module] = field(default_factory=dict)
-    sources: dict[str, str] = field(default_factory=dict)
+    sources: dict[str, Any] = field(default_factory=dict)  # + "community": provenance records, if any
 
 
 def resolve_component(spec: ModelSpec, component: str) -> Path:
@@ -133,6 +146,7 @@ def _load_components(spec: ModelSpec, *, device: torch.device, dtype: torch.dtyp
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
+    from layeranim.community import load_embeddings, load_loras, provenance
     from layeranim.models.layerdiffuse_unet import (
         apply_layerdiffuse_sd15,
         apply_layerdiffuse_sdxl,
@@ -140,7 +154,7 @@ def _load_components(spec: ModelSpec, *, device: torch.device, dtype: torch.dtyp
     )
     from layeranim.models.transparent_vae import TransparentVAEDecoder, TransparentVAEEncoder
 
-    sources: dict[str, str] = {"family": spec.family}
+    sources: dict[str, Any] = {"family": spec.family}
     if spec.preset:
         sources["preset"] = spec.preset
     vae_dtype = torch.float32 if spec.family == "sdxl" and dtype == torch.float16 else dtype
@@ -185,6 +199,15 @@ def _load_components(spec: ModelSpec, *, device: torch.device, dtype: torch.dtyp
                 ),
             )
     unet = parts["unet"]
+
+    # 1b. Community add-ons, before LayerDiffuse's weights merge into the same projections: LoRAs fused
+    # into the UNet and text encoder(s) (stage two's motion UNet copies them), embeddings as new tokens.
+    loaded = load_loras(
+        unet, parts["text_encoder"], spec.loras, spec.family, text_encoder_2=parts.get("text_encoder_2")
+    )
+    loaded += load_embeddings(parts["text_encoder"], parts["tokenizer"], spec.embeddings)
+    if loaded:
+        sources["community"] = provenance(loaded)
 
     # 2. LayerDiffuse's UNet weights: they move generation into the transparent latent space.
     attn_path = resolve_component(spec, "transparent_attn")
@@ -360,14 +383,6 @@ def _load_model_file_or_folder(
 # ---------------------------------------------------------------------------------------------------
 # The AnimateDiff motion adapter.
 
-_ORIGINAL_TO_DIFFUSERS = (
-    (".norms.0", ".norm1"),
-    (".norms.1", ".norm2"),
-    (".ff_norm", ".norm3"),
-    (".attention_blocks.0", ".attn1"),
-    (".attention_blocks.1", ".attn2"),
-    (".temporal_transformer", ""),
-)
 _MODULE_KEY = re.compile(r"^(down_blocks|up_blocks)\.(\d+)\.motion_modules\.(\d+)\.")
 
 
@@ -458,15 +473,15 @@ def detect_motion_module_version(state_dict: dict[str, torch.Tensor]) -> str:
 
 
 def convert_motion_module_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Original AnimateDiff motion-module keys → diffusers MotionAdapter keys (pos_encoder tables dropped)."""
-    converted = {}
-    for key, tensor in state_dict.items():
-        if "pos_encoder" in key:
-            continue  # the sinusoidal table is recomputed by diffusers (`pos_embed.pe`)
-        for old, new in _ORIGINAL_TO_DIFFUSERS:
-            key = key.replace(old, new)
-        converted[key] = tensor
-    return converted
+    """Original AnimateDiff motion-module keys → diffusers MotionAdapter keys (pos_encoder tables dropped).
+
+    diffusers' own converter (the one `MotionAdapter.from_single_file` uses), so the key mapping is
+    maintained upstream; the config is still inferred offline from the tensors' shapes
+    (`motion_adapter_config_from_original`), where `from_single_file` would fetch one from the hub.
+    """
+    from diffusers.loaders.single_file_utils import convert_animatediff_checkpoint_to_diffusers
+
+    return convert_animatediff_checkpoint_to_diffusers(state_dict)
 
 
 def motion_adapter_config_from_original(state_dict: dict[str, torch.Tensor]) -> dict[str, Any]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -248,8 +248,19 @@ def write_clip(
     return written
 
 
-def spec_sources(spec: Any, ifa_weights: Path | None) -> dict[str, Any]:
-    """What the weights are, without loading them: the spec's references (defaults by name) + IFA hash."""
+def spec_sources(
+    spec: Any,
+    ifa_weights: Path | None,
+    *,
+    motion_loras: Sequence[Any] = (),
+    speed: str | None = None,
+) -> dict[str, Any]:
+    """What the weights are, without loading them: the spec's references (defaults by name) + IFA hash.
+
+    Community add-ons and a speed preset enter only when used (so earlier manifests' keys still match):
+    each LoRA, MotionLoRA and embedding with its resolved source and sha256, and the preset's settings.
+    A change in any of them changes the render key, so a batch re-renders.
+    """
     from layeranim.weights import COMPONENTS, default_source, file_sha256
 
     sources: dict[str, Any] = {"family": spec.family, "preset": spec.preset}
@@ -263,7 +274,28 @@ def spec_sources(spec: Any, ifa_weights: Path | None) -> dict[str, Any]:
         sources[component] = str(ref)
     if ifa_weights is not None:
         sources["ifa_weights"] = {"path": str(ifa_weights), "sha256": file_sha256(ifa_weights)}
+    if spec.loras or spec.embeddings or motion_loras:
+        from layeranim.community import provenance
+
+        for key, refs, kind in (
+            ("loras", spec.loras, "lora"),
+            ("motion_loras", motion_loras, "motion_lora"),
+            ("embeddings", spec.embeddings, "lora"),
+        ):
+            if refs:
+                sources[key] = provenance(refs, lora_kind=kind)
+    if speed is not None:
+        from layeranim.speed import get_speed_preset
+
+        sources["speed"] = get_speed_preset(speed).settings()
     return sources
+
+
+def session_sources(session: RenderSession) -> dict[str, Any]:
+    """`spec_sources` of everything a session renders with (its spec, IFA weights, MotionLoRAs, preset)."""
+    return spec_sources(
+        session.spec, session.ifa_weights, motion_loras=session.motion_loras, speed=session.speed
+    )
 
 
 def session_manifest(
@@ -275,16 +307,21 @@ def session_manifest(
     timings: dict[str, float],
     output: Path,
     sources: dict[str, Any] | None = None,
+    device: str | None = None,
 ) -> dict[str, Any]:
-    """The manifest of one render from `session`: parameters, seed, sources, versions, timings."""
+    """The manifest of one render from `session`: parameters, seed, sources, versions, timings.
+
+    `device` replaces the session's device in the manifest and its render key (a launcher's per-process
+    `cuda:N` is recorded as `cuda`).
+    """
     from layeranim.render.devices import dtype_name
 
     manifest = build_manifest(
         item=item,
         seed=seed,
         params=params,
-        sources=sources if sources is not None else spec_sources(session.spec, session.ifa_weights),
-        device=str(session.device),
+        sources=sources if sources is not None else session_sources(session),
+        device=device if device is not None else str(session.device),
         dtype=dtype_name(session.dtype),
         timings={**session.load_seconds, **timings},
         output=output,

@@ -38,7 +38,7 @@ TINY_SIZE = 64  # pixels: the tiny transparency decoder needs multiples of 64
 TINY_NUM_FRAMES_MAX = 32  # the tiny motion adapter's motion_max_seq_length
 TINY_LAYERDIFFUSE_RANK = 4
 
-# Sizes that run the real code path (shared/reference/environment.md, "Tiny models").
+# Sizes that run the real code path: the smallest SD1.5-shaped stack whose VAE still downsamples 8×.
 _UNET_CHANNELS = (32, 64)
 _CROSS_ATTENTION_DIM = 32
 

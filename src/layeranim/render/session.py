@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import torch
@@ -29,6 +29,10 @@ from layeranim.pipelines.layerdiffuse import LayerDiffusePipeline
 from layeranim.render.components import Components, ModelSpec, load_components, load_motion_adapter
 from layeranim.render.devices import generator_for
 from layeranim.render.settings import OFFLOAD_MODES, StageProgress
+
+if TYPE_CHECKING:
+    from layeranim.community import LoadedAdapter, LoraRef
+    from layeranim.speed import SpeedPreset
 
 logger = logging.getLogger(__name__)
 
@@ -72,9 +76,16 @@ class RenderSession:
     will_animate: bool = False
     # Stage one may run; False (animate) moves its UNet off the accelerator once stage two is built.
     image_stage: bool = True
+    # Community add-ons of stage two (the base model's LoRAs and embeddings are in `spec`), CLIP layers
+    # skipped from the end in both stages, and a few-step speed preset for stage two (`layeranim.speed`).
+    motion_loras: tuple[LoraRef, ...] = ()
+    clip_skip: int | None = None
+    speed: str | None = None
+    allow_ifa_mismatch: bool = False
     load_seconds: dict[str, float] = field(default_factory=dict)
     _components: Components | None = None
     _motion: MotionUNet | None = None
+    _motion_loaded: list[LoadedAdapter] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.will_animate and self.spec.family != "sd15":
@@ -91,6 +102,15 @@ class RenderSession:
                 "offload='none'.",
                 argument="offload",
             )
+
+    @property
+    def speed_preset(self) -> SpeedPreset | None:
+        """The few-step preset stage two samples with (None: the spec's motion adapter and scheduler)."""
+        if self.speed is None:
+            return None
+        from layeranim.speed import get_speed_preset
+
+        return get_speed_preset(self.speed)
 
     @property
     def load_device(self) -> torch.device:
@@ -112,13 +132,19 @@ class RenderSession:
             if c.family != "sd15":
                 raise UsageError(_SD15_ONLY.format(family=c.family))
             start = time.perf_counter()
-            ref = self.spec.motion_adapter
-            adapter = load_motion_adapter(
-                ref if ref is not None else _default_adapter(self.spec), dtype=self.dtype
-            )
+            adapter = self._motion_adapter()
             self._motion = build_motion_unet(
                 c.unet, adapter, c.layerdiffuse_processors, self.ifa_weights, motion_norm=self.motion_norm
             )
+            # Stage two's own add-ons, fused into the motion UNet only: a preset's LoRA (AnimateLCM's LCM
+            # LoRA), then the MotionLoRAs (camera moves).
+            from layeranim.community import load_motion_loras
+            from layeranim.speed import apply_speed_lora
+
+            preset = self.speed_preset
+            if preset is not None:
+                self._motion_loaded += apply_speed_lora(self._motion.unet, preset)
+            self._motion_loaded += load_motion_loras(self._motion.unet, self.motion_loras)
             self._motion.unet.to(self.load_device)
             if not self.image_stage and self.device.type != "cpu":
                 c.unet.to("cpu")  # stage one will not run (animate): keep its UNet off the accelerator
@@ -130,11 +156,31 @@ class RenderSession:
                 )
         return self._motion
 
+    def _motion_adapter(self) -> Any:
+        """Stage two's MotionAdapter: the speed preset's (its IFA weights checked first), else the spec's."""
+        from layeranim.speed import check_ifa_weights, load_motion_weights, load_speed_motion_adapter
+
+        preset = self.speed_preset
+        if preset is not None:
+            check_ifa_weights(preset, self.ifa_weights, allow_ifa_mismatch=self.allow_ifa_mismatch)
+            return load_speed_motion_adapter(preset, dtype=self.dtype)
+        ref = self.spec.motion_adapter
+        if ref is None:
+            return load_motion_adapter(_default_adapter(self.spec), dtype=self.dtype)
+        # A folder, an original motion module, or a diffusers-keyed state-dict file (Lightning's).
+        return load_motion_weights(ref, dtype=self.dtype)
+
     @property
-    def sources(self) -> dict[str, str]:
-        out = dict(self.components.sources)
+    def sources(self) -> dict[str, Any]:
+        out: dict[str, Any] = dict(self.components.sources)
         if self._motion is not None and self.ifa_weights is not None:
             out["ifa_weights"] = str(self.ifa_weights)
+        if self._motion_loaded:
+            from layeranim.community import provenance
+
+            out["motion_community"] = provenance(self._motion_loaded)
+        if self.speed is not None:
+            out["speed"] = self.speed
         return out
 
     def scheduler_facts(self) -> dict[str, dict[str, object]]:
@@ -146,6 +192,14 @@ class RenderSession:
             video_scheduler=self.video_scheduler or self.scheduler,
             video_schedule=self.video_schedule,
         )
+
+    def expand_prompt(self, text: str) -> str:
+        """`text` with each multi-vector embedding token spelt as all its tokens (no-op without any)."""
+        if not self.spec.embeddings:
+            return text
+        from layeranim.community import expand_embedding_tokens
+
+        return expand_embedding_tokens(text, self.components.tokenizer)
 
     def _offloaded(self, pipe: PipelineT) -> PipelineT:
         """Apply the offload mode. Called for every new pipeline: the two stages share the VAE, the text
@@ -178,19 +232,23 @@ class RenderSession:
 
     def stage_two(self) -> LayerAnimatePipeline:
         c = self.components
-        return self._offloaded(
-            LayerAnimatePipeline(
-                vae=c.vae,
-                text_encoder=c.text_encoder,
-                tokenizer=c.tokenizer,
-                unet=self.motion.unet,
-                scheduler=make_video_scheduler(
-                    c.scheduler.config, self.video_scheduler or self.scheduler, schedule=self.video_schedule
-                ),
-                transparent_decoder=c.transparent_decoder,
-                transparent_encoder=c.transparent_encoder,
-            )
+        pipe = LayerAnimatePipeline(
+            vae=c.vae,
+            text_encoder=c.text_encoder,
+            tokenizer=c.tokenizer,
+            unet=self.motion.unet,
+            scheduler=make_video_scheduler(
+                c.scheduler.config, self.video_scheduler or self.scheduler, schedule=self.video_schedule
+            ),
+            transparent_decoder=c.transparent_decoder,
+            transparent_encoder=c.transparent_encoder,
         )
+        preset = self.speed_preset
+        if preset is not None:  # the distilled motion weights' own sampler (from the base config)
+            from layeranim.speed import apply_speed_scheduler
+
+            apply_speed_scheduler(pipe, preset)
+        return self._offloaded(pipe)
 
     def image(
         self,
@@ -209,8 +267,8 @@ class RenderSession:
         pipe = self.stage_one()
         start = time.perf_counter()
         out = pipe(
-            prompt,
-            negative_prompt,
+            self.expand_prompt(prompt),
+            self.expand_prompt(negative_prompt),
             height=height,
             width=width,
             num_inference_steps=steps,
@@ -218,6 +276,7 @@ class RenderSession:
             generator=generator_for(self.device, seed),
             tta=tta,
             progress=_staged(progress, "image"),
+            clip_skip=self.clip_skip,
         )
         return ImageResult(out.images[0], out.latents[:1], time.perf_counter() - start)
 
@@ -240,8 +299,8 @@ class RenderSession:
         pipe = self.stage_two()
         start = time.perf_counter()
         out = pipe(
-            prompt,
-            negative_prompt,
+            self.expand_prompt(prompt),
+            self.expand_prompt(negative_prompt),
             image=image,
             base_latent=base_latent,
             num_frames=frames,
@@ -251,6 +310,7 @@ class RenderSession:
             tta=tta,
             decode_chunk_size=decode_chunk_size,
             progress=_staged(progress, "video"),
+            clip_skip=self.clip_skip,
         )
         frames_out = out.frames
         if image is not None:  # the latent grid was padded to a multiple of 8: crop back to the input

@@ -34,6 +34,7 @@ OFFLOAD_MODES = ("none", "model", "sequential")
 ALPHA_MODES = ("straight", "premultiplied")
 BATCH_KINDS = ("prompts", "inputs")
 SEED_LIMIT = 2**63  # seeds are 0 … 2**63-1
+SPEED_CHOICES = ("lcm", "lightning-2", "lightning-4", "lightning-8")  # speed.SPEED_PRESETS (tested equal)
 DEFAULT_IMAGE_STEPS = 25
 DEFAULT_IMAGE_GUIDANCE = 7.0
 
@@ -130,10 +131,17 @@ class ModelSettings:
     scheduler: str = "euler_a"
     offload: str = "none"
     ifa_weights: Path | None = None
+    loras: tuple[Any, ...] = ()
+    motion_loras: tuple[Any, ...] = ()
+    embeddings: tuple[Any, ...] = ()
+    clip_skip: int | None = None
+    speed: str | None = None
+    allow_ifa_mismatch: bool = False
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalise once, here
         set_(self, "family", _choice("family", self.family, FAMILIES))
+        self._check_community()
         if self.preset is not None:
             set_(self, "preset", _choice("preset", self.preset, PRESETS))
             if self.family != "sd15":
@@ -166,10 +174,40 @@ class ModelSettings:
                     argument="ifa_weights",
                 )
 
+    def _check_community(self) -> None:
+        """Normalise the add-ons to typed references (`LoraRef`, `EmbeddingRef`) and check the rest."""
+        from layeranim.community import EmbeddingRef, LoraRef, parse_lora_ref
+
+        set_ = object.__setattr__
+        for name in ("loras", "motion_loras"):
+            values = getattr(self, name)
+            if isinstance(values, str | LoraRef):
+                values = (values,)
+            set_(self, name, tuple(v if isinstance(v, LoraRef) else parse_lora_ref(v) for v in values))
+        embeddings = (
+            (self.embeddings,) if isinstance(self.embeddings, str | EmbeddingRef) else self.embeddings
+        )
+        set_(
+            self,
+            "embeddings",
+            tuple(e if isinstance(e, EmbeddingRef) else EmbeddingRef(str(e)) for e in embeddings),
+        )
+        if self.clip_skip is not None:
+            _check_positive_int("clip_skip", self.clip_skip, minimum=0)
+        if self.speed is not None:
+            set_(self, "speed", _choice("speed", self.speed, SPEED_CHOICES))
+            if self.motion_adapter is not None:
+                raise UsageError(
+                    f"speed={self.speed!r} brings its own motion weights; drop motion_adapter="
+                    f"{str(self.motion_adapter)!r} (or drop the speed preset).",
+                    argument="motion_adapter",
+                )
+
     def spec(self) -> Any:
         """The `ModelSpec` these settings name (builds the tiny preset on first use)."""
         from layeranim.render.components import ModelSpec
 
+        community = {"loras": self.loras, "embeddings": self.embeddings}
         overrides = {
             "base": self.base,
             "transparent_attn": self.transparent_attn,
@@ -178,8 +216,8 @@ class ModelSettings:
             "motion_adapter": self.motion_adapter,
         }
         if self.preset is None:
-            return ModelSpec(family=self.family, **overrides)
-        return ModelSpec.for_preset(self.preset, **overrides)
+            return ModelSpec(family=self.family, **overrides, **community)
+        return ModelSpec.for_preset(self.preset, **overrides, **community)
 
 
 @dataclass(frozen=True)
@@ -320,6 +358,7 @@ def render_params(
         **{
             name: value
             for name, value in (
+                ("clip_skip", models.clip_skip),
                 ("codec", output.codec),
                 ("dither", output.dither),
                 ("alpha_threshold", output.alpha_threshold),
@@ -405,9 +444,8 @@ class AnimateRequest:
         )
         # Stage one's steps and guidance do not apply here (one SamplingSettings may serve both kinds of
         # request); drop them so the manifest records only what shaped this clip.
-        object.__setattr__(
-            self, "sampling", dataclasses.replace(self.sampling, image_steps=None, image_guidance=None)
-        )
+        sampling = dataclasses.replace(self.sampling, image_steps=None, image_guidance=None)
+        object.__setattr__(self, "sampling", with_speed_defaults(sampling, self.models.speed))
 
     def params(self) -> dict[str, Any]:
         return render_params(
@@ -432,7 +470,8 @@ class GenerateRequest:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "output", Path(self.output))
-        object.__setattr__(self, "sampling", with_image_defaults(self.sampling))
+        sampling = with_image_defaults(self.sampling)
+        object.__setattr__(self, "sampling", with_speed_defaults(sampling, self.models.speed))
         if self.save_image is not None:
             object.__setattr__(self, "save_image", Path(self.save_image))
         check_seed(self.seed)
@@ -461,6 +500,26 @@ def with_image_defaults(sampling: SamplingSettings) -> SamplingSettings:
     if values["image_guidance"] is None:
         values["image_guidance"] = DEFAULT_IMAGE_GUIDANCE
     return SamplingSettings(**values)
+
+
+def with_speed_defaults(sampling: SamplingSettings, speed: str | None) -> SamplingSettings:
+    """`sampling` with a speed preset's stage-two steps and guidance where they are at their defaults.
+
+    A few-step preset samples in its own steps with its own guidance (`lightning-4`: 4 steps, guidance 1),
+    so the defaults (25 steps, guidance 7.5) give way to it; any other value is the user's choice and
+    wins. Stage one's `image_steps`/`image_guidance` are not the preset's and stay as they are.
+    """
+    if speed is None:
+        return sampling
+    from layeranim.speed import get_speed_preset
+
+    preset = get_speed_preset(speed)
+    defaults = SamplingSettings()
+    return dataclasses.replace(
+        sampling,
+        steps=preset.steps if sampling.steps == defaults.steps else sampling.steps,
+        guidance=preset.guidance if sampling.guidance == defaults.guidance else sampling.guidance,
+    )
 
 
 @dataclass(frozen=True)
@@ -513,6 +572,7 @@ class BatchRequest:
         )
         if self.kind == "prompts":
             object.__setattr__(self, "sampling", with_image_defaults(self.sampling))
+        object.__setattr__(self, "sampling", with_speed_defaults(self.sampling, self.models.speed))
         if self.shard is not None:
             from layeranim.render.batch import parse_shard
 

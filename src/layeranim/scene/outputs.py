@@ -27,6 +27,7 @@ from layeranim._version import __version__
 from layeranim.errors import OutputExistsError
 from layeranim.scene.compose import Repeat
 from layeranim.scene.model import Box, Layer, Scene, SceneError
+from layeranim.weights import file_sha256
 
 SCENE_JSON = "scene.json"
 SCENE_SCHEMA = 1
@@ -171,14 +172,6 @@ def derive_seed(base_seed: int, index: int) -> int:
     """Layer `index`'s seed when it gives none: the first 4 bytes of sha256("base:index")."""
     digest = hashlib.sha256(f"{base_seed}:{index}".encode("ascii")).digest()
     return int.from_bytes(digest[:4], "big")
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def file_sha256_or_dir(path: Path) -> str:

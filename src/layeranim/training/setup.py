@@ -69,17 +69,14 @@ def load_training_models(config: ModelConfig, *, device: torch.device, dtype: to
     parameters with `requires_grad=True`.
     """
     from layeranim.pipelines.layeranimate import build_motion_unet
-    from layeranim.render.components import (
-        load_components,
-        load_motion_adapter,
-        resolve_component,
-        source_record,
-    )
+    from layeranim.render.components import load_components, resolve_component, source_record
+    from layeranim.speed import load_motion_weights
 
     spec = model_spec(config)
     components = load_components(spec, device=device, dtype=dtype)
     adapter_path = resolve_component(spec, "motion_adapter")
-    adapter = load_motion_adapter(adapter_path, dtype=dtype)
+    # Any motion weights stage two reads, a speed preset's too (Lightning's bare diffusers-keyed file).
+    adapter = load_motion_weights(adapter_path, dtype=dtype)
     init_weights = Path(config.init_ifa_weights) if config.init_ifa_weights else None
     motion = build_motion_unet(
         components.unet, adapter, components.layerdiffuse_processors, ifa_weights=init_weights
