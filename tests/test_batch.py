@@ -14,7 +14,7 @@ import pytest
 from rich.console import Console
 
 from layeranim import __version__
-from layeranim.cli._batch import summary_table
+from layeranim.cli._batch import summary_lines, summary_table
 from layeranim.errors import LayerAnimError, UsageError
 from layeranim.render.batch import (
     ALLOWED_KEYS,
@@ -40,6 +40,7 @@ from layeranim.render.batch import (
     slugify,
     write_manifest,
 )
+from layeranim.safety import mark_owned, owned_entries
 
 # ---------------------------------------------------------------------------------------------------
 # Batch files.
@@ -665,10 +666,27 @@ def test_existing_output_without_manifest_is_never_replaced_silently(tmp_path: P
     render = FakeRenderer()
     summary = run_batch(jobs, render, render_key_for=render.key)
     assert [result.status for result in summary.results] == ["ok", "failed", "ok"]
-    assert "has no layeranim manifest beside it; pass overwrite=True" in (summary.results[1].error or "")
+    assert "layeranim did not write it" in (summary.results[1].error or "")
+    assert "overwrite" not in (summary.results[1].error or "")  # it would not help: never suggest it
     assert jobs[1].output.read_text() == "someone else's file"
+    # Not even overwrite=True replaces a file layeranim did not write (issue 16) ...
+    summary = run_batch(jobs, render, render_key_for=render.key, overwrite=True)
+    assert [result.status for result in summary.results] == ["skipped", "failed", "skipped"]
+    assert jobs[1].output.read_text() == "someone else's file"
+    # ... but a file the folder's owned-marker lists (written by layeranim, manifest lost) is replaced.
+    mark_owned(jobs[1].output.parent, [jobs[1].output])
     summary = run_batch(jobs, render, render_key_for=render.key, overwrite=True)
     assert [result.status for result in summary.results] == ["skipped", "ok", "skipped"]
+    assert jobs[1].output.read_text() != "someone else's file"
+
+
+def test_batch_outputs_and_manifests_are_marked_owned(tmp_path: Path) -> None:
+    jobs = three_jobs(tmp_path)
+    render = FakeRenderer()
+    run_batch(jobs, render, render_key_for=render.key)
+    owned = owned_entries(jobs[0].output.parent)
+    for job in jobs:
+        assert {job.output.name, manifest_path(job.output).name} <= owned
 
 
 def test_render_key_disagreement_is_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -701,6 +719,26 @@ def test_summary_table_rows_and_counts(tmp_path: Path) -> None:
     for status in ("ok", "failed", "skipped"):
         assert status in text
     assert os.fspath(tmp_path / "c.webm") in text
+
+
+def test_summary_off_a_terminal_is_one_plain_untruncated_line_per_item(tmp_path: Path) -> None:
+    long_prompt = "a very long prompt " * 8
+    long_seed = 2**63 - 1
+    summary = BatchSummary(
+        [
+            ItemResult(
+                0, long_prompt, "ok", tmp_path / "a" / "deep" / "folder" / "clip.webm", None, long_seed
+            ),
+            ItemResult(1, "a bad item", "failed", None, None, 2, error="--frames 99 is outside 2..32"),
+        ]
+    )
+    lines = summary_lines(summary)
+    assert len(lines) == 3  # one per item, then the counts
+    assert f"seed {long_seed}" in lines[0] and long_prompt in lines[0]
+    assert str(tmp_path / "a" / "deep" / "folder" / "clip.webm") in lines[0]
+    assert lines[1].startswith("item 1: failed, seed 2") and "--frames 99 is outside 2..32" in lines[1]
+    assert lines[2].startswith("1 ok, 1 failed, 0 skipped")
+    assert not any("…" in line for line in lines)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -60,11 +60,28 @@ def test_image_writes_rgba_png_and_latent_deterministically(runner: CliRunner, t
 
 def test_python_m_layeranim_image_says_once_that_tiny_pictures_are_noise(tmp_path: Path) -> None:
     out = tmp_path / "a.png"
-    cmd = [sys.executable, "-m", "layeranim", "image", "x", "-o", str(out), "--quiet", *FAST]
+    cmd = [sys.executable, "-m", "layeranim", "image", "x", "-o", str(out), *FAST]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == str(out)
     assert proc.stderr.count("noise") == 1, proc.stderr
+    # -q silences warnings that are not errors (issue 16): this notice, Python's and diffusers' too.
+    quiet = subprocess.run([*cmd, "--overwrite", "-q"], capture_output=True, text=True, timeout=300)
+    assert quiet.returncode == 0, quiet.stderr
+    assert quiet.stderr == ""
+
+
+def test_a_random_seed_is_printed_on_stderr(runner: CliRunner, tmp_path: Path) -> None:
+    fast = [arg for arg in FAST if arg not in ("--seed", "11")]
+    out = tmp_path / "r.png"
+    result = runner.invoke(
+        app, ["image", "x", "-o", str(out), *fast, "--width", "64", "--height", "64", "--json"]
+    )
+    assert result.exit_code == 0, result.stderr
+    seed = json.loads(result.stdout)["seed"]
+    assert f"seed: {seed} (pass --seed {seed} to render this again)" in result.stderr
+    again = runner.invoke(app, ["image", "x", "-o", str(out), "--overwrite", *fast, "--width", "64", "-q"])
+    assert again.exit_code == 0 and "seed:" not in again.stderr
 
 
 def test_image_refuses_existing_output_before_loading_models(runner: CliRunner, tmp_path: Path) -> None:
@@ -160,6 +177,7 @@ def test_animate_refuses_an_rgb_only_jpeg(runner: CliRunner, tmp_path: Path) -> 
         (["-o", "{tmp}/x.webm", "--frames", "2", "--seamless"], ("--seamless", "--frames 2"), 2),
         (["-o", "{tmp}/x.webm", "--context-weighting", "cosine"], ("--context-weighting cosine",), 2),
         (["-o", "{tmp}/x.webm", "--context-overlap", "16"], ("--context-overlap 16",), 2),
+        (["-o", "{tmp}/x.webm", "--frames", "10000"], ("frames 10000", "4096"), 2),  # long clips slide
         (["-o", "{tmp}/x.webm", "--device", "cuda"], ("--device",), 2),
         (["-o", "{tmp}/x.webm", "--ifa-weights", "{tmp}/missing.safetensors"], ("--ifa-weights",), 2),
         (["-o", "{tmp}/x.webm", "--scheduler", "bogus"], ("--scheduler",), 2),
@@ -242,7 +260,8 @@ def test_generate_png_sequence_folder_is_created_once(runner: CliRunner, tmp_pat
         app, ["generate", "x", "-o", f"{out}/", "--frames", "3", "--image-steps", "1", *FAST]
     )
     assert result.exit_code == 0, result.stderr
-    assert sorted(p.suffix for p in out.iterdir()) == [".png"] * 3
+    assert sorted(p.suffix for p in out.iterdir() if not p.name.startswith(".")) == [".png"] * 3
+    assert (out / ".layeranim-owned.json").is_file()  # layeranim's own folder: --overwrite may replace it
 
 
 def test_single_render_writes_a_manifest_on_request(runner: CliRunner, tmp_path: Path) -> None:

@@ -189,16 +189,25 @@ def test_layers_render_subcommand_form_and_help(runner: CliRunner, tmp_path: Pat
     assert helped.exit_code == 0 and "init" in helped.stdout and "render" in helped.stdout
 
 
-def test_foreign_files_in_out_are_not_replaced_without_overwrite(runner: CliRunner, tmp_path: Path) -> None:
+def test_foreign_files_in_out_are_never_replaced(runner: CliRunner, tmp_path: Path) -> None:
     scene = make_scene(tmp_path, SCENE.split('[[layer]]\nname = "kite"')[0])
     out = tmp_path / "out"
     (out / "layers").mkdir(parents=True)
     (out / "layers" / "01-sky.webm").write_bytes(b"mine")
     result = runner.invoke(app, ["layers", str(scene), "-o", str(out)])
-    one_error_line(result, "01-sky.webm", "overwrite")
+    one_error_line(result, "01-sky.webm", "did not write")
     assert (out / "layers" / "01-sky.webm").read_bytes() == b"mine"
+    # Not even --overwrite replaces a file layeranim did not write (issue 16), nor suggests it would.
     forced = runner.invoke(app, ["layers", str(scene), "-o", str(out), "--overwrite"])
-    assert forced.exit_code == 0, forced.stderr
+    assert forced.exit_code == 2, forced.stderr
+    assert "--overwrite" not in forced.stderr
+    assert (out / "layers" / "01-sky.webm").read_bytes() == b"mine"
+    (out / "layers" / "01-sky.webm").unlink()
+    first = runner.invoke(app, ["layers", str(scene), "-o", str(out)])
+    assert first.exit_code == 0, first.stderr
+    # What layeranim wrote is marked as its own, so --overwrite may replace it.
+    again = runner.invoke(app, ["layers", str(scene), "-o", str(out), "--overwrite"])
+    assert again.exit_code == 0, again.stderr
     assert video_io.probe(out / "layers" / "01-sky.webm").has_alpha
 
 

@@ -124,3 +124,30 @@ def test_synth_then_train_then_resume(tmp_path: Path) -> None:
     )  # fmt: skip
     assert animated.exit_code == 0, animated.stderr
     assert video_io.probe(tmp_path / "out.webm").frames == 4
+
+
+def test_resume_remembers_the_runs_data_path(tmp_path: Path) -> None:
+    import json
+
+    from layeranim.training.config import config_to_dict, preset_config, with_remembered_data
+
+    trained = preset_config("tiny")
+    trained.data.path = str(tmp_path / "clips")
+    trained.train.output_dir = str(tmp_path / "run")
+    for step, data in ((1, "old-clips"), (2, str(tmp_path / "clips"))):
+        folder = tmp_path / "run" / "checkpoints" / f"step-{step:06d}"
+        folder.mkdir(parents=True)
+        record = {"step": step, "config": {**config_to_dict(trained), "data": {"path": data}}}
+        (folder / "state.json").write_text(json.dumps(record))
+    resumed = preset_config("tiny")
+    resumed.train.output_dir = str(tmp_path / "run")
+    resumed.checkpoint.resume = "latest"
+    assert resumed.data.path == ""
+    assert with_remembered_data(resumed).data.path == str(tmp_path / "clips")  # the newest checkpoint's
+    resumed.checkpoint.resume = str(tmp_path / "run" / "checkpoints" / "step-000001")
+    assert with_remembered_data(resumed).data.path == "old-clips"
+    resumed.data.path = "given"  # --data wins
+    assert with_remembered_data(resumed).data.path == "given"
+    fresh = preset_config("tiny")  # not a resume: nothing is filled in
+    fresh.train.output_dir = str(tmp_path / "run")
+    assert with_remembered_data(fresh).data.path == ""

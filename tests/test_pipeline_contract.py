@@ -18,7 +18,12 @@ import torch
 from layeranim.errors import UsageError
 from layeranim.models.inter_frame_attention import InterFrameAttnProcessor, inter_frame_attention_processors
 from layeranim.models.layerdiffuse_unet import LayerDiffuseAttnProcessor, layerdiffuse_processors
-from layeranim.pipelines.layeranimate import IFA_FILE, LayerAnimatePipeline, build_motion_unet
+from layeranim.pipelines.layeranimate import (
+    IFA_FILE,
+    MOTION_NORM_FILE,
+    LayerAnimatePipeline,
+    build_motion_unet,
+)
 from layeranim.pipelines.layerdiffuse import (
     PROCESSORS_FILE,
     LayerDiffusePipeline,
@@ -426,7 +431,9 @@ def test_from_pretrained_fetches_the_processor_files_diffusers_skips_for_a_hub_i
     )
     monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
     loaded = LayerAnimatePipeline.from_pretrained("someone/layer-animate", revision="main")
-    assert sorted(requested) == sorted([f"unet/{PROCESSORS_FILE}", f"unet/{IFA_FILE}"])
+    assert sorted(requested) == sorted(
+        [f"unet/{PROCESSORS_FILE}", f"unet/{IFA_FILE}", f"unet/{MOTION_NORM_FILE}"]
+    )
     assert (
         inter_frame_attention_processors(loaded.unet).keys()
         == inter_frame_attention_processors(stage_two.unet).keys()

@@ -252,6 +252,11 @@ MAX_NAME_BYTES = 255  # one path component, on ext4, APFS, NTFS (UTF-16 units th
 _INT_SPEC = re.compile(r"^(?:0(\d{1,3}))?d$")
 
 
+def _subject(option: str, template: str) -> str:
+    """How messages name a template: `-o '{x}'`, or `output='{x}'` for `option='output='`."""
+    return f"{option}{template!r}" if option.endswith("=") else f"{option} {template!r}"
+
+
 def validate_template(
     template: str,
     fields: Iterable[str] = TEMPLATE_FIELDS,
@@ -268,42 +273,38 @@ def validate_template(
     allowed = tuple(fields)
     integers = set(integer_fields)
     listing = ", ".join("{" + f + "}" for f in allowed)
+    subject = _subject(option, template)
     try:
         parsed = list(string.Formatter().parse(template))
     except ValueError as exc:
         raise UsageError(
-            f"{option} {template!r} is not a valid template ({exc}); write {{{{ or }}}} for a literal brace."
+            f"{subject} is not a valid template ({exc}); write {{{{ or }}}} for a literal brace."
         ) from exc
     for _, name, spec, conversion in parsed:
         if name is None:
             continue
         shown = "{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
         if name not in allowed:
-            raise UsageError(
-                f"{option} {template!r} uses the unknown field {shown}; the fields are {listing}."
-            )
+            raise UsageError(f"{subject} uses the unknown field {shown}; the fields are {listing}.")
         if conversion:
             raise UsageError(
-                f"{option} {template!r}: {shown} has a conversion (!{conversion}); write the plain "
-                f"field {{{name}}}."
+                f"{subject}: {shown} has a conversion (!{conversion}); write the plain field {{{name}}}."
             )
         if spec:
             match = _INT_SPEC.match(spec)
             if name not in integers:
                 raise UsageError(
-                    f"{option} {template!r}: {shown}: a format spec does not fit its field; write the plain "
+                    f"{subject}: {shown}: a format spec does not fit its field; write the plain "
                     f"field {{{name}}} (only integer fields take zero padding, e.g. {{index:03d}})."
                 )
             if match is None:
                 raise UsageError(
-                    f"{option} {template!r}: {shown}: the only format spec allowed is zero padding "
+                    f"{subject}: {shown}: the only format spec allowed is zero padding "
                     f"(e.g. {{index:03d}}, {{seed:08d}}); otherwise write the plain field {{{name}}}."
                 )
             width = int(match.group(1)) if match.group(1) else 0
             if width > MAX_PAD_WIDTH:
-                raise UsageError(
-                    f"{option} {template!r}: {shown} pads to {width} digits; use at most {MAX_PAD_WIDTH}."
-                )
+                raise UsageError(f"{subject}: {shown} pads to {width} digits; use at most {MAX_PAD_WIDTH}.")
 
 
 def check_name_length(path: str | Path, *, option: str = "-o") -> None:
@@ -323,8 +324,8 @@ def format_template(template: str, values: Mapping[str, Any], *, option: str = "
     try:
         name = template.format(**values)
     except (ValueError, TypeError) as exc:  # e.g. a slug where an integer spec stands
-        raise UsageError(f"{option} {template!r}: {exc}; e.g. use {{index:03d}}.") from exc
-    check_name_length(name, option=option)
+        raise UsageError(f"{_subject(option, template)}: {exc}; e.g. use {{index:03d}}.") from exc
+    check_name_length(name, option=option.rstrip("="))
     return name
 
 

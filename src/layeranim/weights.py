@@ -57,7 +57,30 @@ def hub_cache_dir() -> Path:
 
 def hub_offline() -> bool:
     """Whether huggingface_hub was told to stay offline (`HF_HUB_OFFLINE=1`)."""
-    return bool(hub_constants.HF_HUB_OFFLINE)
+    from_env = os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in ("1", "ON", "YES", "TRUE")
+    return bool(hub_constants.HF_HUB_OFFLINE) or from_env
+
+
+def hub_unreachable_reason(timeout: float = 5.0) -> str | None:
+    """Why the Hub cannot be reached right now (one phrase), or None when a connection opens.
+
+    One TCP connection to the endpoint's host, so a machine without network fails in seconds instead of
+    through huggingface_hub's retries. Skipped (None) behind an HTTP(S) proxy, which a direct connection
+    would not use.
+    """
+    import socket
+    from urllib.parse import urlsplit
+
+    if any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy")):
+        return None
+    url = urlsplit(hub_constants.ENDPOINT)
+    host = url.hostname or "huggingface.co"
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return None
+    except OSError as exc:
+        return f"{host}:{port} cannot be reached ({exc.strerror or type(exc).__name__})"
 
 
 @dataclass(frozen=True)

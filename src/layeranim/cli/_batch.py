@@ -10,6 +10,7 @@ import logging
 import time
 from typing import Any
 
+import typer
 from rich.markup import escape
 from rich.table import Table
 
@@ -57,13 +58,34 @@ def run_cli_batch(request: Any, *, json_output: bool, quiet: bool) -> int:
         for result in summary.results:
             report(result)
     if not quiet:
-        console.print(summary_table(summary))
+        if console.is_terminal:
+            console.print(summary_table(summary))
+        else:  # logs and pipes: one plain line per item, nothing truncated (seeds, paths, errors)
+            for line in summary_lines(summary):
+                typer.echo(line, err=True)
         note(f"{len(summary.results)} item(s) in {time.perf_counter() - start:.1f} s", quiet)
         if summary.eval is not None:
             note(eval_note(summary.eval), quiet)
     if json_output and summary.eval is not None:  # with --eval: a last line with the aggregates
         print_json(summary.to_json())
     return summary.exit_code
+
+
+def summary_lines(summary: Any) -> list[str]:
+    """The end-of-batch summary off a terminal: one untruncated line per item, then the counts."""
+    lines = []
+    for result in summary.results:
+        detail = result.error if result.status == "failed" else str(result.output)
+        lines.append(
+            f"item {result.index}: {result.status}, seed {result.seed}, {result.seconds:.1f} s, "
+            f"{detail}, prompt {result.prompt!r}"
+        )
+    counts = summary.counts
+    lines.append(
+        f"{counts['ok']} ok, {counts['failed']} failed, {counts['skipped']} skipped "
+        f"in {summary.seconds:.1f} s"
+    )
+    return lines
 
 
 EVAL_NOTE_KEYS = ("clip_score", "dynamic_degree", "alpha_stability", "alpha_stability_motion_compensated")

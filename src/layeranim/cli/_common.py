@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from enum import Enum
@@ -26,7 +27,7 @@ from typer import _click as click  # Typer vendors click
 from typer._click import exceptions as click_exc  # Typer vendors click; its errors live here
 
 from layeranim._version import __version__
-from layeranim.cli._errors import translate
+from layeranim.cli._errors import to_cli, translate
 
 console = Console(stderr=True, highlight=False)
 
@@ -85,12 +86,17 @@ class LayerAnimGroup(typer.core.TyperGroup):
         standalone_mode: bool = True,
         **extra: Any,
     ) -> Any:
+        quiet_third_party_defaults()
         try:
             rv = super().main(
                 args=args, prog_name=prog_name, complete_var=complete_var, standalone_mode=False, **extra
             )
-        except click_exc.NoArgsIsHelpError:
-            sys.exit(0)  # the help was already printed
+        except click_exc.NoArgsIsHelpError as exc:
+            # A group without its sub-command is a usage error (exit 2): show what it offers, then say so.
+            typer.echo(exc.format_message(), err=True)
+            command = exc.ctx.command_path if exc.ctx is not None else "layeranim"
+            error_line(f"Missing command; choose one of the commands above (see '{command} --help').")
+            sys.exit(2)
         except click_exc.UsageError as exc:
             if debug_enabled():
                 raise
@@ -116,6 +122,14 @@ class LayerAnimGroup(typer.core.TyperGroup):
             if known is not None:
                 error_line(known[0])
                 sys.exit(known[1])
+            # Ordinary conditions (a full disk, a read-only folder, out of memory, a refused pickle) are
+            # not bugs: one line naming the path or the limit, exit 1.
+            from layeranim import safety
+
+            failure = safety.known_failure(exc)
+            if failure is not None:
+                error_line(to_cli(str(failure)))
+                sys.exit(failure.exit_code)
             error_line(
                 f"unexpected {type(exc).__name__}: {exc}. Re-run with {DEBUG_ENV}=1 for the traceback "
                 "and report it."
@@ -246,6 +260,33 @@ def configure_logging() -> None:
         logging.getLogger(name).setLevel(logging.DEBUG if debug_enabled() else logging.ERROR)
 
 
+def quiet_third_party_defaults() -> None:
+    """diffusers and transformers set their loggers' level from these variables when first imported (a
+    later setLevel is undone by that); default them to errors only, unless the user chose or debugs."""
+    if debug_enabled():
+        return
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    for name in ("diffusers", "transformers"):  # already imported in this process: set them now
+        if os.environ[f"{name.upper()}_VERBOSITY"] == "error":
+            logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def silence_warnings() -> None:
+    """`--quiet`: warnings that are not errors stay off stderr (layeranim's, Python's, diffusers' and
+    transformers' notices such as the float32 one); errors still show. Undone with LAYERANIM_DEBUG=1."""
+    if debug_enabled():
+        return
+    logging.getLogger("layeranim").setLevel(logging.ERROR)
+    for name in ("diffusers", "transformers", "huggingface_hub", "accelerate", "py.warnings"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    for module in ("diffusers.utils.logging", "transformers.utils.logging"):
+        library = sys.modules.get(module)  # already imported (and configured): set its level directly
+        if library is not None:
+            library.set_verbosity_error()
+    warnings.simplefilter("ignore")
+
+
 def main() -> None:
     """Console-script entry point."""
     from layeranim.threads import configure_env_before_torch
@@ -264,8 +305,23 @@ OverwriteOpt = Annotated[
     bool, typer.Option("--overwrite", help="Replace the output if it exists (never done otherwise).")
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object with the result on stdout.")]
+
+
+def _quiet_callback(value: bool) -> bool:
+    if value:
+        silence_warnings()
+    return value
+
+
 QuietOpt = Annotated[
-    bool, typer.Option("--quiet", "-q", "--no-progress", help="No progress bars or notes on stderr.")
+    bool,
+    typer.Option(
+        "--quiet",
+        "-q",
+        "--no-progress",
+        help="No progress bars, notes or warnings on stderr (errors still show).",
+        callback=_quiet_callback,
+    ),
 ]
 PreviewOpt = Annotated[
     bool,

@@ -77,6 +77,7 @@ FLAGS: dict[str, str] = {
     "preview": "--preview",
     "manifest": "--manifest",
     "overwrite": "--overwrite",
+    "allow_outside": "--allow-outside",
     "codec": "--codec",
     "dither": "--dither",
     "alpha_threshold": "--alpha-threshold",

@@ -180,6 +180,14 @@ ShardOpt = Annotated[
         "arrays and CI matrices.",
     ),
 ]
+AllowOutsideOpt = Annotated[
+    bool,
+    typer.Option(
+        "--allow-outside",
+        help='Batch mode: let an item\'s own "output" name a path outside the output folder (.., an '
+        "absolute path, a symlink leading out). Refused without this switch.",
+    ),
+]
 ManifestOpt = Annotated[
     bool,
     typer.Option(
@@ -307,6 +315,7 @@ class ClipOptions:
     negative_prompt: str
     seed: int | None
     shard: str | None
+    allow_outside: bool = False
 
 
 CLIP = OptionGroup(
@@ -318,6 +327,7 @@ CLIP = OptionGroup(
         "negative_prompt": (NegativePromptOpt, ""),
         "seed": (SeedOpt, None),
         "shard": (ShardOpt, None),
+        "allow_outside": (AllowOutsideOpt, False),
     },
     ClipOptions,
 )

@@ -51,6 +51,12 @@ def quiet_third_party_logs() -> None:
     transformers_logging.set_verbosity_error()
 
 
+def report_seed(requested: int | None, used: int, quiet: bool) -> None:
+    """A random seed is shown on stderr (`seed: N`), so the render can be made again with --seed N."""
+    if requested is None:
+        note(f"seed: {used} (pass --seed {used} to render this again)", quiet)
+
+
 def start_render(models: object, quiet: bool) -> None:
     """Before a render: the CPU thread policy (with the global `--threads`), and the speed preset's
     choices on stderr (not with --quiet)."""

@@ -10,7 +10,7 @@ import typer
 from layeranim.cli._batch import run_cli_batch
 from layeranim.cli._common import JsonOpt, QuietOpt, app, targets_epilog
 from layeranim.cli._options import CLIP, OUTPUT, SAMPLING, ClipOptions, model_options, with_option_groups
-from layeranim.cli._render import notifier, quiet_third_party_logs, stage_progress, start_render
+from layeranim.cli._render import notifier, quiet_third_party_logs, report_seed, stage_progress, start_render
 from layeranim.cli.generate import print_clip
 from layeranim.errors import UsageError
 from layeranim.render.settings import (
@@ -101,6 +101,7 @@ def animate(
             output=output,
             seed=clip.seed,
             shard=clip.shard,
+            allow_outside=clip.allow_outside,
             negative_prompt=clip.negative_prompt,
             frames=clip.frames,
             base_position=clip.base_position,
@@ -131,4 +132,5 @@ def animate(
     )
     with stage_progress(quiet) as progress:
         outcome = api.animate(request, progress=progress, notify=notifier(quiet))
+    report_seed(clip.seed, outcome.seed, quiet)
     print_clip(outcome, json_output)

@@ -17,7 +17,7 @@ from layeranim.cli._model_options import (
     WidthOpt,
 )
 from layeranim.cli._options import FastDecodeOpt, model_options, with_option_groups
-from layeranim.cli._render import quiet_third_party_logs, stage_progress, start_render
+from layeranim.cli._render import quiet_third_party_logs, report_seed, stage_progress, start_render
 from layeranim.render.settings import ImageRequest, ModelSettings
 
 
@@ -73,6 +73,7 @@ def image(
     start_render(models, quiet)
     with stage_progress(quiet) as progress:
         outcome = api.image(request, progress=progress)
+    report_seed(seed, outcome.seed, quiet)
     if json_output:
         print_json(outcome.to_json())
         return

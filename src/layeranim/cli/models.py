@@ -132,6 +132,27 @@ def download(
 
         disable_progress_bars()
     wanted = [(name, part) for name in _families(family) for part in _components(component)]
+    missing_parts = [
+        (name, part) for name, part in wanted if not weights.is_cached(weights.DEFAULT_SOURCES[name][part])
+    ]
+    missing = [weights.DEFAULT_SOURCES[name][part] for name, part in missing_parts]
+    again = f"layeranim models download {family}" + (
+        "".join(f" --component {part}" for part in dict.fromkeys(p for _, p in missing_parts))
+        if component
+        else ""
+    )
+    if missing:  # no network: one line at once, not a retry line per file
+        reason = "downloads are off (HF_HUB_OFFLINE=1)" if weights.hub_offline() else None
+        reason = reason or weights.hub_unreachable_reason()
+        if reason is not None:
+            commands = " && ".join(
+                source.hf_command(weights.missing_files(source) or None) for source in missing
+            )
+            raise WeightsError(
+                f"cannot download {len(missing)} of {len(wanted)} weights: the Hub is offline here — "
+                f"{reason}. Run `{again}` on a machine with network access "
+                f"(or: {commands}), then copy its hub cache (HF_HOME/HF_HUB_CACHE) here."
+            )
     results: list[dict[str, str]] = []
     failures: list[tuple[str, str, weights.WeightSource, WeightsError]] = []
     for name, part in wanted:

@@ -137,6 +137,7 @@ def train_command(
         config_to_toml,
         load_config_file,
         preset_config,
+        with_remembered_data,
     )
 
     # 1. The effective config: preset → file → flags → --set.
@@ -161,6 +162,7 @@ def train_command(
             table, name = key.split(".")
             config = config_from_dict({table: {name: value}}, config, source=f"--{name.replace('_', '-')}")
     config = apply_overrides(config, overrides or [])
+    config = with_remembered_data(config)  # --resume without --data: the run's own data path
     if print_config:
         typer.echo(config_to_toml(config), nl=False)
         return

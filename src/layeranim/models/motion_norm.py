@@ -137,6 +137,12 @@ def _spatial_norm_slots(unet: nn.Module) -> list[tuple[nn.Module, str]]:
     return slots
 
 
+def motion_norm_mode(unet: nn.Module) -> str:
+    """Which `apply_motion_norm` mode `unet` runs: "original" once any norm was swapped, else "diffusers"."""
+    swapped = any(isinstance(m, (PerFrameGroupNorm, FrameSpanningGroupNorm)) for m in unet.modules())
+    return "original" if swapped else "diffusers"
+
+
 def apply_motion_norm(
     unet: nn.Module, version: str | Mapping[str, Any], mode: str = "original"
 ) -> dict[str, int]:

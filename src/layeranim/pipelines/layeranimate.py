@@ -13,6 +13,7 @@ Axes: b = video, c = latent channels, f = frame, h/w = latent height/width (pixe
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 from collections.abc import Iterator, Mapping
@@ -49,7 +50,7 @@ from layeranim.models.layerdiffuse_unet import (
     remove_processors,
     save_layerdiffuse_processors,
 )
-from layeranim.models.motion_norm import apply_motion_norm
+from layeranim.models.motion_norm import apply_motion_norm, motion_norm_mode
 from layeranim.models.transparent_vae import (
     TransparentVAEDecoder,
     TransparentVAEEncoder,
@@ -84,6 +85,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_FRAMES = 16
 IFA_FILE = "inter_frame_attention.safetensors"
+MOTION_NORM_FILE = "motion_norm.json"  # inside a saved pipeline's `unet/`: how the motion modules normalise
 """Inside a saved pipeline's `unet/`: the IFA weights (`save_ifa_weights` format, so `--ifa-weights` reads
 it too)."""
 
@@ -218,6 +220,7 @@ class LayerAnimatePipeline(DiffusionPipeline, TextualInversionLoaderMixin):
         with plain_attention_processors(self.unet):  # the UNet's own weights in the diffusers layout
             super().save_pretrained(save_directory, **kwargs)
         unet_dir = Path(save_directory) / "unet"
+        (unet_dir / MOTION_NORM_FILE).write_text(json.dumps({"mode": motion_norm_mode(self.unet)}) + "\n")
         if layerdiffuse:
             save_layerdiffuse_processors(unet_dir / PROCESSORS_FILE, layerdiffuse)
         if ifa:
@@ -229,12 +232,20 @@ class LayerAnimatePipeline(DiffusionPipeline, TextualInversionLoaderMixin):
     def from_pretrained(
         cls, pretrained_model_name_or_path: str | os.PathLike[str], **kwargs: Any
     ) -> LayerAnimatePipeline:
-        """Load a folder `save_pretrained` wrote (or a Hub id): LayerDiffuse processors, then IFA on top."""
-        extra_files = (f"unet/{PROCESSORS_FILE}", f"unet/{IFA_FILE}")
+        """Load a folder `save_pretrained` wrote (or a Hub id): LayerDiffuse processors, then IFA on top.
+
+        The motion modules normalise as the saved pipeline did (`unet/motion_norm.json`; "original", as
+        `build_motion_unet` builds, for a folder without it); `motion_norm=` overrides.
+        """
+        motion_norm = kwargs.pop("motion_norm", None)
+        extra_files = (f"unet/{PROCESSORS_FILE}", f"unet/{IFA_FILE}", f"unet/{MOTION_NORM_FILE}")
         folder = pipeline_folder(cls, pretrained_model_name_or_path, kwargs, extra_files)
         pipe = super().from_pretrained(folder, **kwargs)
         realign_loaded_weights_(pipe)
         unet_dir = folder / "unet"
+        if motion_norm is None and (unet_dir / MOTION_NORM_FILE).is_file():
+            motion_norm = json.loads((unet_dir / MOTION_NORM_FILE).read_text())["mode"]
+        apply_motion_norm(pipe.unet, pipe.unet.config, motion_norm or "original")
         if (unet_dir / PROCESSORS_FILE).is_file():
             load_layerdiffuse_processors(pipe.unet, unet_dir / PROCESSORS_FILE)
         if (unet_dir / IFA_FILE).is_file():

@@ -50,6 +50,7 @@ from layeranim.render.settings import (
     SamplingSettings,
     StageProgress,
     check_clip,
+    check_render,
     check_seed,
     normalize_base_position,
     render_params,
@@ -552,14 +553,31 @@ def run_batch(
     items = batch.read_batch_file(request.file, kind=request.kind)  # type: ignore[arg-type]
     base_seed = DEFAULT_BATCH_SEED if request.seed is None else request.seed
     ext = batch_extension(request.output_settings.format)
-    jobs = batch.plan_batch(items, request.output, base_seed=base_seed, ext=ext)
+    jobs = batch.plan_batch(
+        items, request.output, base_seed=base_seed, ext=ext, allow_outside=request.allow_outside
+    )
     if request.shard is not None:
         jobs = batch.select_shard(jobs, *batch.parse_shard(request.shard))
+    for job in jobs:  # an item's own frame count must fit too, before anything renders
+        if job.item.frames is not None:
+            check_render(
+                request.models,
+                request.sampling.width,
+                request.sampling.height,
+                job.item.frames,
+                prompt=job.item.prompt,
+                negative_prompt=job.item.negative_prompt or "",
+                decode_chunk_size=request.sampling.decode_chunk_size,
+            )
     process = current_process()
     mine = process_slice(jobs, process.rank, process.world_size)
     if session is None:
         animate_only = request.kind == "inputs"
         session = open_session(request.models, will_animate=True, image_stage=not animate_only)
+    if any(not job.output.exists() for job in mine):
+        # Load the models now: weights that cannot be found fail the batch once, not once per item.
+        session.components  # noqa: B018  (a property that loads)
+        session.motion  # noqa: B018
     sources = session_sources(session)
     device, dtype = str(session.device), dtype_name(session.dtype)
     if process.distributed and ":" not in str(request.models.device):

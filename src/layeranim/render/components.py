@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from layeranim import weights
+from layeranim import safety, weights
 from layeranim.errors import StateDictMismatchError, UsageError, WeightsError
 from layeranim.render.presets import TINY_NOTICE, ensure_tiny_preset, transformers_progress_bars_off
 from layeranim.render.settings import PRESETS
@@ -270,7 +270,11 @@ def _load(what: str, folder: Path, loader: Any) -> Any:
     """Run a from_pretrained call, turning its failures into one WeightsError line."""
     try:
         return loader()
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+    except Exception as exc:
+        if safety.is_unsafe_pickle_error(exc):  # a .ckpt with code in it: never suggest weights_only=False
+            raise safety.unsafe_checkpoint_error(exc, folder, what=what) from exc
+        if not isinstance(exc, (OSError, ValueError, KeyError, RuntimeError)):
+            raise
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise WeightsError(f"cannot load the {what} from {folder}: {first}") from exc
 
@@ -440,6 +444,8 @@ def read_motion_module(path: Path) -> dict[str, torch.Tensor]:
         else:
             state_dict = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle, zip and safetensors errors have no common base
+        if safety.is_unsafe_pickle_error(exc):  # torch's own message suggests the unsafe switch: not ours
+            raise safety.unsafe_checkpoint_error(exc, path, what="motion module") from exc
         raise WeightsError(
             f"cannot read motion module {path} ({type(exc).__name__}: {exc}); only safetensors and plain "
             "tensor checkpoints are loaded (weights_only)."

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from layeranim import safety
 from layeranim.errors import OutputExistsError, UsageError
 from layeranim.render.outputs import Notify, check_html_target, deliver_clip, html_page_path
 from layeranim.render.settings import OutputSettings
@@ -62,6 +63,8 @@ class ConvertRequest:
                     "the aspect ratio.",
                     argument="resize",
                 )
+            # The hard limit per side, before any file is read (the memory estimate follows the probe).
+            safety.check_image_size(width, height, available=2**62)
 
 
 @dataclass
@@ -126,6 +129,8 @@ def convert(
     settings = request.output_settings
     # 1. Check every argument and the output before decoding anything.
     background_rgb = alpha_ops.parse_color(request.background) if request.background is not None else None
+    if request.output.parent.is_dir():  # a missing folder is check_output's to report
+        safety.check_writable_dir(request.output.parent)
     spec = None
     if settings.target is not None:
         from layeranim.delivery import check_delivery
@@ -154,6 +159,10 @@ def convert(
                 argument="overwrite",
             )
     source_info = video_io.probe(request.input)
+    if request.resize is not None:  # frames × new size must fit in memory, checked before decoding
+        frames = len(range(request.start, request.stop or source_info.frames, request.step))
+        new_width, new_height = target_size(request.resize, source_info.height, source_info.width)
+        safety.check_image_size(new_width, new_height, max(frames, 1))
 
     # 2. Read the frames.
     clip = video_io.read_video(

@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from layeranim import safety
 from layeranim._version import __version__
-from layeranim.errors import LayerAnimError, OutputExistsError, UsageError
+from layeranim.errors import OutputExistsError, UsageError
 from layeranim.render.batch import BatchItem, build_manifest, manifest_path, write_manifest
 from layeranim.render.settings import OutputSettings
 
@@ -72,7 +73,9 @@ def make_parent_dir(output: Path) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise LayerAnimError(f"cannot create the output folder {str(folder)!r}: {exc.strerror}.") from exc
+        raise safety.translate_os_error(exc, folder, action="create the output folder") from exc
+    # Read-only mounts, permissions and full disks show up now, before any model loads.
+    safety.check_writable_dir(folder, argument="output")
 
 
 def check_clip_targets(output: Path, settings: OutputSettings) -> Path:

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from layeranim import safety
 from layeranim.errors import UsageError
 
 FAMILIES = ("sd15", "sdxl")  # weights.FAMILIES (tested equal; weights imports huggingface_hub)
@@ -68,6 +69,42 @@ def _check_size(name: str, value: int | None) -> None:
         return
     if isinstance(value, bool) or not isinstance(value, int) or value < 64:
         raise UsageError(f"{name}={value!r} must be at least 64 pixels.", argument=name)
+    if value % 8:  # the VAE works on an 8× smaller latent grid
+        nearest = round(value / 8) * 8
+        raise UsageError(
+            f"{name}={value!r} must be a multiple of 8 (and at least 64 pixels); try {name}={nearest}.",
+            argument=name,
+        )
+
+
+DEFAULT_SIZES = {"sd15": 512, "sdxl": 1024}  # the families' training sizes: what width/height None render
+
+
+def check_render(
+    models: ModelSettings,
+    width: int | None,
+    height: int | None,
+    frames: int,
+    *,
+    prompt: str,
+    negative_prompt: str,
+    decode_chunk_size: int = 4,
+) -> None:
+    """What can be refused without a model: non-UTF-8 prompts, and sizes over the limits or memory.
+
+    Runs when a request is built, so these usage errors come before any weights are resolved or loaded.
+    """
+    safety.decode_prompt_arg(prompt, "prompt")
+    safety.decode_prompt_arg(negative_prompt, "negative_prompt")
+    default = 64 if models.preset == "tiny" else DEFAULT_SIZES.get(models.family, 512)
+    half = models.dtype in ("fp16", "bf16")
+    safety.check_render_size(
+        width or default,
+        height or default,
+        frames,
+        bytes_per_element=2 if half else 4,
+        decode_chunk=decode_chunk_size,
+    )
 
 
 def _choice(name: str, value: str, choices: tuple[str, ...]) -> str:
@@ -490,6 +527,14 @@ class ImageRequest:
         object.__setattr__(self, "output", Path(self.output))
         check_seed(self.seed)
         SamplingSettings(steps=self.steps, guidance=self.guidance, width=self.width, height=self.height)
+        check_render(
+            self.models,
+            self.width,
+            self.height,
+            1,
+            prompt=self.prompt,
+            negative_prompt=self.negative_prompt,
+        )
 
 
 @dataclass(frozen=True)
@@ -520,6 +565,15 @@ class AnimateRequest:
         object.__setattr__(self, "output", Path(self.output))
         check_seed(self.seed)
         _set_clip_fields(self)
+        check_render(
+            self.models,
+            self.sampling.width,
+            self.sampling.height,
+            self.frames,
+            prompt=self.prompt,
+            negative_prompt=self.negative_prompt,
+            decode_chunk_size=self.sampling.decode_chunk_size,
+        )
         # Stage one's steps and guidance do not apply here (one SamplingSettings may serve both kinds of
         # request); drop them so the manifest records only what shaped this clip.
         sampling = dataclasses.replace(self.sampling, image_steps=None, image_guidance=None)
@@ -565,6 +619,15 @@ class GenerateRequest:
             object.__setattr__(self, "save_image", Path(self.save_image))
         check_seed(self.seed)
         _set_clip_fields(self)
+        check_render(
+            self.models,
+            self.sampling.width,
+            self.sampling.height,
+            self.frames,
+            prompt=self.prompt,
+            negative_prompt=self.negative_prompt,
+            decode_chunk_size=self.sampling.decode_chunk_size,
+        )
 
     def params(self) -> dict[str, Any]:
         return render_params(
@@ -618,6 +681,8 @@ class BatchRequest:
     0), so a re-run skips the finished items (same manifest `render_key`). `shard="I/N"` renders only
     the items with `index % N == I - 1`. `frames`, `fps`, `base_position`, `seamless` and `negative_prompt`
     are the items' defaults (an item may set its own).
+    An item's own `"output"` must stay inside the output folder (no `..`, absolute paths or symlinks
+    leading out) unless `allow_outside=True`.
     `evaluate=True` measures each clip (`layeranim.evaluation.evaluate_clip`, the CLIP scorer loaded once;
     the tiny random CLIP for `preset="tiny"`) and stores the metrics in its manifest under `eval`.
     """
@@ -635,6 +700,7 @@ class BatchRequest:
     sampling: SamplingSettings = field(default_factory=SamplingSettings)
     output_settings: OutputSettings = field(default_factory=OutputSettings)
     models: ModelSettings = field(default_factory=ModelSettings)
+    allow_outside: bool = False
     evaluate: bool = False
 
     def __post_init__(self) -> None:
@@ -647,6 +713,15 @@ class BatchRequest:
             )
         check_seed(self.seed)
         _set_clip_fields(self)
+        check_render(
+            self.models,
+            self.sampling.width,
+            self.sampling.height,
+            self.frames,
+            prompt="",
+            negative_prompt=self.negative_prompt,
+            decode_chunk_size=self.sampling.decode_chunk_size,
+        )
         if self.kind == "prompts":
             object.__setattr__(self, "sampling", with_image_defaults(self.sampling))
         object.__setattr__(self, "sampling", with_speed_defaults(self.sampling, self.models.speed))

@@ -22,6 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from layeranim import safety
 from layeranim._version import __version__
 from layeranim.errors import OutputExistsError
 from layeranim.scene.compose import Repeat
@@ -306,21 +307,29 @@ def check_scene_outputs(scene: Scene, out_dir: Path, settings: SceneSettings, *,
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputExistsError(f"output {str(out_dir)!r} is a file; the scene's output is a folder.")
     previous = read_scene_json(out_dir)
-    if (out_dir / SCENE_JSON).exists() and previous is None and not overwrite:
+    marked = (
+        {(out_dir / entry).resolve() for entry in safety.owned_entries(out_dir)}
+        if out_dir.is_dir()
+        else set()
+    )
+    # Never replace what layeranim did not write, overwrite or not (issue 16): so no overwrite hint here.
+    if (out_dir / SCENE_JSON).exists() and previous is None:
         raise OutputExistsError(
-            f"{str(out_dir / SCENE_JSON)!r} exists and is not a layeranim scene record; pass "
-            "overwrite=True to replace it, or choose another folder."
+            f"{str(out_dir / SCENE_JSON)!r} exists and is not a layeranim scene record; choose another "
+            "folder, or move that file away."
         )
-    owned = owned_files(previous, out_dir)
+    owned = set(owned_files(previous, out_dir)) | marked
     targets = [layer_file(out_dir, layer, settings.format) for layer in scene.layers if layer.video is None]
     targets.append(composite_file(out_dir, settings.format))
     if settings.target is not None:
         targets += delivery_files(out_dir, settings.target)
     for target in targets:
-        if target.exists() and target.resolve() not in owned and not overwrite:
+        # Layer files are named from slugs (no separators); still, nothing may land outside OUT.
+        safety.resolve_inside(out_dir, target.relative_to(out_dir), item=f"scene output {target.name!r}")
+        if (target.exists() or target.is_symlink()) and target.resolve() not in owned:
             raise OutputExistsError(
-                f"{str(target)!r} exists and layeranim did not write it (it is not in {SCENE_JSON}); pass "
-                "overwrite=True to replace it, or choose another folder."
+                f"{str(target)!r} exists and layeranim did not write it (it is not in {SCENE_JSON}); "
+                "choose another folder, or move that file away."
             )
 
 

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from layeranim import safety
 from layeranim.scene.compose import compose_scene
 from layeranim.scene.model import Layer, Scene
 from layeranim.scene.outputs import (
@@ -115,6 +116,7 @@ def render_scene(
             written |= set(delivery["files"])
         info["written"] = sorted(written)
         write_json_atomic(out_dir / SCENE_JSON, info)
+        safety.mark_owned(out_dir, [SCENE_JSON, *written])  # what --overwrite may replace next time
         return info
 
     def finish(layer: Layer, frames_fhwc: np.ndarray, seed: int | None, key: str, seconds: float) -> None:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from layeranim import safety
 from layeranim.errors import OutputExistsError, UsageError, WeightsError
 from layeranim.models.inter_frame_attention import InterFrameAttnProcessor, load_ifa_weights, save_ifa_weights
 from layeranim.training.config import Config, config_to_dict
@@ -121,15 +122,27 @@ def save_checkpoint(
     if accelerator.is_main_process:
         if staging.exists():
             shutil.rmtree(staging)
-        staging.mkdir(parents=True)
+        with safety.os_errors(folder):
+            staging.mkdir(parents=True)
     accelerator.wait_for_everyone()
-    # Every process keeps its own random stream (noise, timesteps, caption dropout).
-    torch.save(_rng_state(generator), staging / f"rng-{accelerator.process_index}.pt")
-    if accelerator.is_main_process:
-        save_ifa_weights(staging / FINAL_WEIGHTS, processors, metadata=metadata)
-        torch.save(optimizer.state_dict(), staging / "optimizer.pt")
-        if accelerator.scaler is not None:
-            torch.save(accelerator.scaler.state_dict(), staging / "scaler.pt")
+    try:
+        # Every process keeps its own random stream (noise, timesteps, caption dropout).
+        torch.save(_rng_state(generator), staging / f"rng-{accelerator.process_index}.pt")
+        if accelerator.is_main_process:
+            save_ifa_weights(staging / FINAL_WEIGHTS, processors, metadata=metadata)
+            torch.save(optimizer.state_dict(), staging / "optimizer.pt")
+            if accelerator.scaler is not None:
+                torch.save(accelerator.scaler.state_dict(), staging / "scaler.pt")
+    except (OSError, RuntimeError) as exc:
+        # A full disk (torch.save says "enforce fail at inline_container.cc"), a read-only mount …:
+        # remove the half-written checkpoint, so nothing is left behind, and say it in one line.
+        shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(exc, OSError) or "inline_container" in str(exc):
+            raise safety.translate_os_error(exc, final) from exc
+        raise
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         record = {
@@ -149,6 +162,8 @@ def save_checkpoint(
         os.replace(staging, final)
         for old in list_checkpoints(output_dir)[: -config.checkpoint.keep]:
             _remove_tree(old)
+        # The run folder is layeranim's: what --overwrite may replace later (and nothing else).
+        safety.mark_owned(output_dir, [final, *_owned_run_files(output_dir)])
     accelerator.wait_for_everyone()
     return final
 
@@ -206,6 +221,17 @@ def check_resume_compatible(saved: Config, current: Config, path: Path) -> None:
             )
 
 
+def _load_tensors(path: Path) -> Any:
+    """`torch.load(weights_only=True)`; a pickle with code in it is refused without suggesting the unsafe
+    switch (`safety.unsafe_checkpoint_error`)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        if safety.is_unsafe_pickle_error(exc):
+            raise safety.unsafe_checkpoint_error(exc, path) from exc
+        raise
+
+
 def load_checkpoint(
     path: Path,
     accelerator: Any,
@@ -217,12 +243,12 @@ def load_checkpoint(
     """Restore IFA weights, optimizer (+ scaler) and this process's RNG; return step, position and skips."""
     record = read_checkpoint_state(path)
     load_ifa_weights(processors, path / FINAL_WEIGHTS)
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True))
+    optimizer.load_state_dict(_load_tensors(path / "optimizer.pt"))
     if accelerator.scaler is not None and (path / "scaler.pt").is_file():
-        accelerator.scaler.load_state_dict(torch.load(path / "scaler.pt", weights_only=True))
+        accelerator.scaler.load_state_dict(_load_tensors(path / "scaler.pt"))
     rng_file = path / f"rng-{accelerator.process_index}.pt"
     if rng_file.is_file():
-        rng = torch.load(rng_file, map_location="cpu", weights_only=True)
+        rng = _load_tensors(rng_file)
         generator.set_state(rng["generator"])
         torch.set_rng_state(rng["torch"])
         if "cuda" in rng and torch.cuda.is_available():
@@ -239,8 +265,30 @@ def load_checkpoint(
     return state, SkipReport.from_list(record.get("skipped", []))
 
 
+def _owned_run_files(output_dir: Path) -> list[Path]:
+    """What a run writes in its folder besides checkpoints (logs, caches, validations, the weights)."""
+    names = (FINAL_WEIGHTS, CHECKPOINTS_DIR, "logs", "latent-cache", "validation", "train_log.jsonl")
+    return [output_dir / name for name in names if (output_dir / name).exists()]
+
+
+def _presumed_run_entry(relative: str) -> bool:
+    """Entries of runs written before owned-markers existed: checkpoints, weights, logs, caches."""
+    top = relative.split("/", 1)[0]
+    return top in (FINAL_WEIGHTS, CHECKPOINTS_DIR, "logs", "latent-cache", "validation") or top.endswith(
+        (".jsonl", ".log")
+    )
+
+
 def prepare_output_dir(output_dir: Path, resume_from: Path | None, overwrite: bool) -> None:
-    """Refuse to start a new run over an old one unless asked; clear leftovers of interrupted saves."""
+    """Refuse to start a new run over an old one unless asked; clear leftovers of interrupted saves.
+
+    `overwrite` starts over only in a folder layeranim's runs wrote (`safety.check_replaceable`): a
+    user's own file in it is named and kept.
+    """
+    if output_dir.exists() and not output_dir.is_dir():
+        raise UsageError(
+            f"output_dir={str(output_dir)!r} is a file, not a folder; give a folder for the run."
+        )
     checkpoints = list_checkpoints(output_dir)
     final = output_dir / FINAL_WEIGHTS
     if resume_from is None and (checkpoints or final.exists()):
@@ -250,11 +298,13 @@ def prepare_output_dir(output_dir: Path, resume_from: Path | None, overwrite: bo
                 "continue it, --overwrite to start over (its checkpoints are deleted), or another "
                 "--output folder."
             )
+        safety.check_replaceable(output_dir, argument="output", presumed_owned=_presumed_run_entry)
         for old in checkpoints:
             _remove_tree(old)
         final.unlink(missing_ok=True)
     folder = output_dir / CHECKPOINTS_DIR
-    folder.mkdir(parents=True, exist_ok=True)
+    with safety.os_errors(folder, action="create"):
+        folder.mkdir(parents=True, exist_ok=True)
     for leftover in folder.glob(".*"):
         shutil.rmtree(leftover, ignore_errors=True)
 

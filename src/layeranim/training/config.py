@@ -11,6 +11,7 @@ checkpoint stores).
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import sys
 from collections.abc import Mapping, Sequence
@@ -295,6 +296,47 @@ def _set_field(section: Any, table: str, key: str, value: Any, source: str) -> N
 # Validation
 
 
+def with_remembered_data(config: Config) -> Config:
+    """On a resume without `data.path`: the data path the run was trained on, from its checkpoint.
+
+    A checkpoint's `state.json` holds the whole config it was trained with (`training.loop`), so
+    `layeranim train my.toml --resume latest` continues on the same clips without `--data` again.
+    Returns `config` unchanged when it names its data, is not a resume, or no checkpoint says.
+    """
+    resume = config.checkpoint.resume
+    if config.data.path or not resume:
+        return config
+    run = Path(config.train.output_dir) if resume == "latest" else Path(resume)
+    # Layout of training.loop: RUN/checkpoints/step-NNNNNN/state.json (a checkpoint folder itself works too).
+    candidates = [run] if (run / "state.json").is_file() else sorted(run.glob("checkpoints/step-*"))
+    for checkpoint in reversed(candidates):
+        try:
+            record = json.loads((checkpoint / "state.json").read_text(encoding="utf-8"))
+            path = record["config"]["data"]["path"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if isinstance(path, str) and path:
+            return config_from_dict({"data": {"path": path}}, config, source=str(checkpoint / "state.json"))
+    return config
+
+
+def check_run_paths(config: Config) -> None:
+    """The data must exist and the run folder must be a folder: refused before any model loads."""
+    data_path, output_dir = Path(config.data.path), Path(config.train.output_dir)
+    if not data_path.exists():
+        raise UsageError(
+            f"data.path = {config.data.path!r}: no such file or folder; give the folder of RGBA training "
+            "videos (--data DIR)."
+        )
+    blocking = next((p for p in (output_dir, *output_dir.parents) if p.exists() or p.is_symlink()), None)
+    if blocking is not None and not blocking.is_dir():
+        where = "is" if blocking == output_dir else f"lies under {str(blocking)!r}, which is"
+        raise UsageError(
+            f"train.output_dir = {config.train.output_dir!r} {where} a file, not a folder; give a folder "
+            "for the run (--output DIR)."
+        )
+
+
 def validate_config(config: Config) -> None:
     """Raise `UsageError` for the first value a run cannot use, naming the key, the value and the fix."""
     data, optim, train = config.data, config.optim, config.train
@@ -355,6 +397,7 @@ def validate_config(config: Config) -> None:
 
     if not train.output_dir:
         raise bad("train.output_dir", train.output_dir, "give a folder for checkpoints (--output DIR).")
+    check_run_paths(config)
     if train.max_steps < 1:
         raise bad("train.max_steps", train.max_steps, "must be at least 1.")
     if train.batch_size < 1:

@@ -46,7 +46,7 @@ from layeranim.training.checkpoint import (
     resolve_resume,
     save_checkpoint,
 )
-from layeranim.training.config import Config, config_from_dict, validate_config
+from layeranim.training.config import Config, config_from_dict, validate_config, with_remembered_data
 from layeranim.training.data import LatentCache, SkipReport, clip_loader, encode_clip
 from layeranim.training.objective import drop_captions, encode_captions, ifa_loss, sample_noise
 from layeranim.training.setup import (
@@ -159,8 +159,10 @@ def train(
 
     `models` may be given (already built with `load_training_models`), otherwise they are loaded from
     `config.model`. `on_log(record)` gets every log record (`event`: start, step, checkpoint, validation,
-    skip, done) on the main process; `progress(step, max_steps)` after every step.
+    skip, done) on the main process; `progress(step, max_steps)` after every step. A resume without
+    `data.path` continues on the data the run was trained on (`with_remembered_data`).
     """
+    config = with_remembered_data(config)
     validate_config(config)
     data_cfg, optim_cfg, train_cfg = config.data, config.optim, config.train
     output_dir = Path(train_cfg.output_dir)

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
+from layeranim import safety
 from layeranim.errors import LayerAnimError, OutputExistsError, UsageError
 
 
@@ -22,11 +23,8 @@ def check_directory_writable(directory: Path) -> None:
         raise UsageError(f"output directory {str(directory)!r} does not exist; create it first.")
     if not directory.is_dir():
         raise UsageError(f"output directory {str(directory)!r} is not a directory; choose another path.")
-    if not os.access(directory, os.W_OK | os.X_OK):
-        raise LayerAnimError(
-            f"output directory {str(directory)!r} is not writable; choose another directory or fix "
-            "its permissions."
-        )
+    # A probe file, not os.access: it tells a read-only mount, permissions, quota and a full disk apart.
+    safety.check_writable_dir(directory, argument="output")
 
 
 def check_output_target(target: Path, overwrite: bool, directory: bool = False) -> None:
@@ -45,9 +43,10 @@ def check_output_target(target: Path, overwrite: bool, directory: bool = False) 
             )
 
 
-def _temp_name(target: Path) -> Path:
-    """A hidden name beside the target, with the target's extension so muxers pick the same format."""
-    return target.parent / f".{target.stem}.{secrets.token_hex(4)}.partial{target.suffix}"
+def _temp_name(target: Path, directory: bool = False) -> Path:
+    """A hidden name beside the target carrying this process's PID (so a later run can tell it is stale),
+    with the target's extension so muxers pick the same format."""
+    return safety.partial_name(target, "" if directory else None)
 
 
 def _remove(path: Path) -> None:
@@ -68,14 +67,15 @@ def atomic_output(path: str | Path, overwrite: bool = False, *, directory: bool 
     """
     target = Path(path)
     check_output_target(target, overwrite, directory)
-    temp = _temp_name(target)
+    safety.clean_stale_partials(target)  # what a killed run (kill -9) left beside this same target
+    temp = _temp_name(target, directory)
     try:
         if directory:
             temp.mkdir()
         else:
             open(temp, "xb").close()  # fail here, with a clear message, if the directory refuses files
     except OSError as exc:
-        raise LayerAnimError(f"cannot write in {str(target.parent)!r}: {exc.strerror or exc}.") from exc
+        raise safety.translate_os_error(exc, target.parent) from exc
     try:
         yield temp
         if not (temp.exists() or temp.is_symlink()):
@@ -85,12 +85,14 @@ def atomic_output(path: str | Path, overwrite: bool = False, *, directory: bool 
                 f"output {str(target)!r} appeared while writing; pass --overwrite to replace it."
             )
         if directory and target.is_dir():
-            old = target.parent / f".{target.name}.{secrets.token_hex(4)}.old"
+            old = target.parent / f".{target.name}.{os.getpid()}-{secrets.token_hex(4)}.old"
             os.replace(target, old)
             os.replace(temp, target)
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(temp, target)
-    except BaseException:
+    except BaseException as exc:
         _remove(temp)
+        if isinstance(exc, OSError):  # a full disk, a read-only mount …: one line naming the target
+            raise safety.translate_os_error(exc, target) from exc
         raise

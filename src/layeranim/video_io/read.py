@@ -451,6 +451,27 @@ def read_video(
     return _finish_clip(source, scan.frames, scan.info.fps, start, scan.decoded)
 
 
+_STILL_SUFFIXES = (".png", ".apng", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
 def probe(path: str | Path) -> VideoInfo:
-    """Frame count, fps, size, codec, pixel format, and whether alpha is actually stored."""
-    return _scan(path, None, None)[1].info
+    """Frame count, fps, size, codec, pixel format, and whether alpha is actually stored.
+
+    A still image is decoded once (its header alone can look fine when the file is cut short), so a
+    truncated or damaged file is a `VideoReadError`, never a 0×0 clip.
+    """
+    source, scan = _scan(path, None, None)
+    info = scan.info
+    if source.is_file() and source.suffix.lower() in _STILL_SUFFIXES:
+        try:
+            with Image.open(source) as image:
+                image.load()
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise VideoReadError(
+                f"input {str(source)!r} is truncated or damaged ({exc}); re-export or re-download it."
+            ) from exc
+    if info.width <= 0 or info.height <= 0:
+        raise VideoReadError(
+            f"input {str(source)!r} reports a size of {info.width}x{info.height}; it is truncated or damaged."
+        )
+    return info

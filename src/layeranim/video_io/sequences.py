@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, PngImagePlugin
 
-from layeranim.errors import LayerAnimError, OutputExistsError, UsageError, VideoReadError
+from layeranim import safety
+from layeranim.errors import OutputExistsError, UsageError, VideoReadError
 from layeranim.video_io._inputs import PIL_ERRORS, read_error
 from layeranim.video_io.atomic import atomic_output, check_directory_writable, check_output_target
 from layeranim.video_io.formats import (
@@ -43,6 +44,14 @@ def pattern_regex(file_pattern: str) -> re.Pattern[str]:
 
 # ---------------------------------------------------------------------------------------------------
 # Writing.
+
+
+_OWN_FRAME = pattern_regex(SEQUENCE_FILE_PATTERN)
+
+
+def _is_own_frame(relative: str) -> bool:
+    """Whether a file in a PNG-sequence folder is named as layeranim names frames (`frame_00012.png`)."""
+    return "/" not in relative and _OWN_FRAME.match(relative) is not None
 
 
 def check_sequence_output(target: Path, overwrite: bool) -> None:
@@ -97,14 +106,11 @@ def write_sequence(
     target_path = Path(str(target).rstrip("/" + os.sep) or ".")
     if not PATTERN_RE.search(target_path.name):
         directory = target_path
-        if directory.is_dir() and overwrite:
-            strangers = [p.name for p in directory.iterdir() if p.suffix.lower() != ".png"]
-            if strangers:
-                raise UsageError(
-                    f"will not replace directory {str(directory)!r}: it holds files that are not PNG frames "
-                    f"({', '.join(sorted(strangers)[:3])}); choose an empty or new directory."
-                )
-        with atomic_output(directory, overwrite, directory=True) as temp_dir:
+        # The folder is replaced only when layeranim wrote everything in it (its owned-marker, or frame
+        # files named as layeranim names them, from before markers existed); it is marked as ours.
+        with safety.replace_folder_contents(
+            directory, overwrite, argument="output", presumed_owned=_is_own_frame
+        ) as temp_dir:
             _write_sequence_files(temp_dir, SEQUENCE_FILE_PATTERN, frames_hwc_uint8, fps, total, progress)
         return directory
 
@@ -123,7 +129,8 @@ def write_sequence(
             f"{str(directory)!r}; pass --overwrite (overwrite=True) to replace them, or choose another "
             "pattern."
         )
-    temp_dir = directory / f".{secrets.token_hex(4)}.partial-frames"
+    safety.clean_stale_partials(target_path)  # frames a killed run staged here
+    temp_dir = directory / f".{os.getpid()}-{secrets.token_hex(4)}.partial-frames"
     try:
         temp_dir.mkdir()
         written = _write_sequence_files(temp_dir, file_pattern, frames_hwc_uint8, fps, total, progress)
@@ -132,7 +139,7 @@ def write_sequence(
         for path in written:
             os.replace(path, directory / path.name)
     except OSError as exc:
-        raise LayerAnimError(f"cannot write frames into {str(directory)!r}: {exc.strerror or exc}.") from exc
+        raise safety.translate_os_error(exc, directory) from exc
     finally:
         shutil.rmtree(temp_dir, ignore_errors=True)
     return target_path

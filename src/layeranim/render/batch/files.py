@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from layeranim import safety
 from layeranim.errors import UsageError
 
 BatchKind = Literal["prompts", "inputs"]
@@ -181,12 +182,15 @@ def _item_from_json(
     prompt = obj.get("prompt")
     if prompt is None:
         raise UsageError(f'{where}: the "prompt" key is missing; every item needs a prompt.')
-    prompt = _expect_str(prompt, "prompt", where)
+    prompt = safety.decode_prompt_arg(_expect_str(prompt, "prompt", where), f'{where}: "prompt"')
     if not prompt:
         raise UsageError(f'{where}: "prompt" is empty; write the text to render.')
     negative_key = "negative_prompt" if "negative_prompt" in obj else "negative"
     negative = obj.get(negative_key)
-    negative = None if negative is None else _expect_str(negative, negative_key, where)
+    if negative is not None:
+        negative = safety.decode_prompt_arg(
+            _expect_str(negative, negative_key, where), f'{where}: "{negative_key}"'
+        )
 
     seed = obj.get("seed")
     if seed is not None:

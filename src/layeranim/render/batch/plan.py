@@ -5,17 +5,17 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import string
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
+from layeranim import safety
 from layeranim.errors import UsageError
 from layeranim.render.batch.files import BatchItem
 
-TEMPLATE_FIELDS = ("index", "slug", "seed", "ext")
+TEMPLATE_FIELDS = safety.TEMPLATE_FIELDS
 
 # ---------------------------------------------------------------------------------------------------
 # Seeds.
@@ -57,8 +57,15 @@ def is_output_dir(output: Path | str) -> bool:
     return "{" not in text and not Path(text).suffix
 
 
-def render_output_path(template_or_dir: Path | str, item: BatchItem, seed: int, ext: str) -> Path:
-    """The output path of one item under `output` (a directory or a template; see the module docstring)."""
+def render_output_path(
+    template_or_dir: Path | str, item: BatchItem, seed: int, ext: str, *, allow_outside: bool = False
+) -> Path:
+    """The output path of one item under `output` (a directory or a template; see the module docstring).
+
+    Templates (the output's and an item's `"output"`) go through `safety.format_template`: only the
+    documented fields, plain or zero-padded, and names of at most 255 bytes. An item's own `"output"`
+    must stay inside the output folder (`safety.resolve_inside`) unless `allow_outside`.
+    """
     ext = ext.lstrip(".")
     fields = {"index": item.index, "slug": slugify(item.prompt), "seed": seed, "ext": ext}
     text = str(template_or_dir)
@@ -66,47 +73,17 @@ def render_output_path(template_or_dir: Path | str, item: BatchItem, seed: int, 
         directory = Path(text)
         default_name = f"{item.index:04d}-{fields['slug']}" + (f".{ext}" if ext else "")
     else:
-        _check_template(text, f"output={text!r}")
-        directory = Path(_format_template(text, fields, f"output={text!r}")).parent
+        directory = Path(safety.format_template(text, fields, option="output=")).parent
         default_name = ""
     if item.output is not None:
-        where = f"{item.label}: output {item.output!r}"
-        _check_template(item.output, where)
-        name = _format_template(item.output, fields, where)
+        where = f"{item.label}: output"
+        name = safety.format_template(item.output, fields, option=where)
         if ext and not Path(name).suffix:
             name = f"{name}.{ext}"
-        return directory / name
+        return safety.resolve_inside(directory, name, allow_outside=allow_outside, item=item.label)
     if default_name:
         return directory / default_name
-    return Path(_format_template(text, fields, f"output={text!r}"))
-
-
-def _check_template(template: str, subject: str) -> None:
-    try:
-        parsed = list(string.Formatter().parse(template))
-    except ValueError as exc:
-        raise UsageError(
-            f"{subject} is not a valid template ({exc}); write {{{{ or }}}} for a literal brace."
-        ) from exc
-    for _, name, _, _ in parsed:
-        if name is None:
-            continue
-        if name not in TEMPLATE_FIELDS:
-            shown = "{" + name + "}" if name else "{}"
-            raise UsageError(
-                f"{subject} uses the unknown field {shown}; the fields are "
-                f"{', '.join('{' + f + '}' for f in TEMPLATE_FIELDS)}."
-            )
-
-
-def _format_template(template: str, fields: dict[str, Any], subject: str) -> str:
-    try:
-        return template.format(**fields)
-    except (ValueError, TypeError) as exc:
-        raise UsageError(
-            f"{subject}: a format spec does not fit its field ({exc}); e.g. use {{index:03d}}, "
-            "{seed:010d}, {slug:.20}."
-        ) from exc
+    return Path(safety.format_template(text, fields, option="output="))
 
 
 @dataclass(frozen=True)
@@ -123,8 +100,13 @@ class BatchJob:
         return self.item.index
 
 
-def plan_batch(items: Sequence[BatchItem], output: Path | str, *, base_seed: int, ext: str) -> list[BatchJob]:
+def plan_batch(
+    items: Sequence[BatchItem], output: Path | str, *, base_seed: int, ext: str, allow_outside: bool = False
+) -> list[BatchJob]:
     """Seeds and output paths for every item; two items sharing an output path is a UsageError.
+
+    Every name is validated here, before anything renders: templates, name lengths, and items whose
+    `"output"` would leave the output folder (unless `allow_outside`).
 
     Plan the whole batch before `select_shard`, so shards on different machines cannot collide either.
     """
@@ -132,7 +114,7 @@ def plan_batch(items: Sequence[BatchItem], output: Path | str, *, base_seed: int
     seen: dict[str, BatchItem] = {}
     for item in items:
         seed = item_seed(item, base_seed)
-        path = render_output_path(output, item, seed, ext)
+        path = render_output_path(output, item, seed, ext, allow_outside=allow_outside)
         key = os.path.normcase(os.path.abspath(path))
         if key in seen:
             raise UsageError(

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from layeranim import safety
 from layeranim.errors import LayerAnimError
 from layeranim.render.batch.manifest import manifest_path, read_manifest, write_manifest
 from layeranim.render.batch.plan import BatchJob
@@ -167,16 +168,24 @@ def _run_one(
                 skipped.eval = _eval_entry(existing)
                 return skipped
             stale = skip_finished and recorded is not None
-            if not (overwrite or stale):
-                why = "is already rendered" if recorded is not None else "has no layeranim manifest beside it"
+            ours = existing is not None or job.output.name in safety.owned_entries(job.output.parent)
+            if not ours:  # never replace what layeranim did not write, overwrite or not
                 raise LayerAnimError(
-                    f"{job.output} exists and {why}; pass overwrite=True to replace it, or remove it."
+                    f"{job.output} exists and layeranim did not write it (no layeranim manifest beside it); "
+                    "it is left alone: move it away, or give the item another output name."
+                )
+            if not (overwrite or stale):
+                raise LayerAnimError(
+                    f"{job.output} exists and is already rendered; pass overwrite=True to replace it, or "
+                    "remove it."
                 )
             logger.debug("%s: replacing %s (%s)", item.label, job.output, "stale" if stale else "overwrite")
             job = dataclasses.replace(job, replace=True)
         rendered = render(job)
         manifest_file = manifest_path(rendered.output)
         write_manifest(manifest_file, rendered.manifest)
+        with safety.os_errors(rendered.output.parent):
+            safety.mark_owned(rendered.output.parent, [rendered.output, manifest_file])
     except LayerAnimError as exc:
         logger.debug("%s failed", item.label, exc_info=True)
         return ended("failed", None, None, str(exc))
