@@ -244,8 +244,10 @@ class _StderrHandler(logging.Handler):
     """Library warnings as plain lines on the *current* stderr (so CliRunner and redirections see them)."""
 
     def emit(self, record: logging.LogRecord) -> None:
+        from layeranim.cli._errors import to_cli  # library messages name Python arguments; show flags
+
         prefix = "Warning: " if record.levelno >= logging.WARNING else ""
-        typer.echo(f"{prefix}{record.getMessage()}", err=True)
+        typer.echo(f"{prefix}{to_cli(record.getMessage())}", err=True)
 
 
 def configure_logging() -> None:

@@ -167,7 +167,7 @@ class RenderSession:
             self.load_seconds["load_motion"] = time.perf_counter() - start
             if self._motion.ifa_metadata is None:
                 logger.warning(
-                    "no Inter-Frame Attention weights given (ifa_weights): running the paper's "
+                    "no Inter-Frame Attention weights given (pass ifa_weights=PATH): running the paper's "
                     "motion-module baseline. Train them with `layeranim train`."
                 )
         return self._motion
