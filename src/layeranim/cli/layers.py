@@ -118,7 +118,7 @@ def render(
     image_guidance: Annotated[
         float, typer.Option("--image-guidance", help="Guidance scale of stage one.", min=0.0)
     ] = 7.0,
-    scheduler: SchedulerOpt = "euler_a",
+    scheduler: SchedulerOpt = None,
     motion_adapter: MotionAdapterOpt = None,
     ifa_weights: IfaWeightsOpt = None,
     fast_decode: FastDecodeOpt = False,

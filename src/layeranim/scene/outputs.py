@@ -44,7 +44,7 @@ class SceneSettings:
     image_steps: int = 25
     image_guidance: float = 7.0
     negative_prompt: str = ""
-    scheduler: str = "euler_a"
+    scheduler: str | None = None  # None: each stage's own default sampler (see pipelines._schedulers)
     tta: bool = True
     decode_chunk_size: int = 4
     format: str = "webm"
