@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import math
 import shutil
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -26,11 +25,11 @@ import numpy as np
 from layeranim import video_io
 from layeranim.delivery import apple, godot, sprites, web
 from layeranim.errors import OutputExistsError, UsageError
+from layeranim.progress import Progress as ProgressCallback
 
 OutputKind = Literal[
     "video", "png-seq", "sprite-sheet", "texturepacker-json", "aseprite-json", "godot-tres", "html", "record"
 ]
-ProgressCallback = Callable[[int, int], None]  # (files written, files in all)
 
 
 @dataclass(frozen=True)

@@ -83,8 +83,6 @@ HIGHER_IS_BETTER = {
     "loop_seam": False,
 }
 
-ProgressFn = Callable[[int, int], None]
-
 
 def middle_index(frames: int) -> int:
     """The frame stage two keeps as the clean base by default: (F − 1) // 2 (see pipelines.layeranimate)."""

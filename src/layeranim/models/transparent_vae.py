@@ -33,6 +33,7 @@ from torch import nn
 
 from layeranim.errors import WeightsError
 from layeranim.models.layerdiffuse_unet import check_state_dict, load_safetensors_file
+from layeranim.progress import Progress as ProgressFn
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +41,6 @@ DIFFUSERS_OFFSET_SCALE = 300.0  # `LayerDiffuse_Diffusers/ld_diffusers_*` encode
 LAYERDIFFUSION_V1_OFFSET_SCALE = 1.0  # `LayerDiffusion/layerdiffusion-v1` encoders (Forge, ComfyUI)
 
 DecoderFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-ProgressFn = Callable[[int, int], None]
 
 
 def _state_dict_shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:

@@ -40,9 +40,7 @@ from layeranim.models.transparent_vae import (
     rgba_to_uint8,
 )
 from layeranim.pipelines._prompts import PromptEmbeddings, encode_prompt_sd15, encode_prompt_sdxl
-
-ProgressFn = Callable[[str, int, int], None]
-"""progress(phase, done, total) with phase "denoise" or "decode"."""
+from layeranim.progress import PhaseProgress as ProgressFn
 
 StepEndCallback = Callable[[DiffusionPipeline, int, Any, dict[str, Any]], dict[str, Any]]
 """callback_on_step_end(pipe, step, timestep, callback_kwargs) -> dict of tensors to replace."""

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from layeranim.errors import UsageError, as_out_of_memory
+from layeranim.progress import StageProgress
 from layeranim.render.batch import BatchJob, BatchSummary, ItemResult, RenderResult
 from layeranim.render.outputs import (
     Notify,
@@ -48,7 +49,6 @@ from layeranim.render.settings import (
     ModelSettings,
     OutputSettings,
     SamplingSettings,
-    StageProgress,
     check_clip,
     check_render,
     check_seed,

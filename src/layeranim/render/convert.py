@@ -14,11 +14,9 @@ from typing import Any
 
 from layeranim import safety
 from layeranim.errors import OutputExistsError, UsageError
+from layeranim.progress import PhaseProgress as ConvertProgress
 from layeranim.render.outputs import Notify, check_html_target, deliver_clip, html_page_path
 from layeranim.render.settings import OutputSettings
-
-ConvertProgress = Callable[[str, int, int], None]
-"""progress(phase, done, total): phase "read" or "write"."""
 
 
 @dataclass(frozen=True)

@@ -27,9 +27,10 @@ from layeranim.pipelines._schedulers import (
 )
 from layeranim.pipelines.layeranimate import LayerAnimatePipeline, MotionUNet, build_motion_unet
 from layeranim.pipelines.layerdiffuse import LayerDiffusePipeline
+from layeranim.progress import StageProgress
 from layeranim.render.components import Components, ModelSpec, load_components, load_motion_adapter
 from layeranim.render.devices import generator_for
-from layeranim.render.settings import OFFLOAD_MODES, StageProgress
+from layeranim.render.settings import OFFLOAD_MODES
 
 if TYPE_CHECKING:
     from layeranim.community import LoadedAdapter, LoraRef

@@ -18,7 +18,6 @@ neither torch nor diffusers.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -41,9 +40,6 @@ SEED_LIMIT = 2**63  # seeds are 0 … 2**63-1
 SPEED_CHOICES = ("lcm", "lightning-2", "lightning-4", "lightning-8")  # speed.SPEED_PRESETS (tested equal)
 DEFAULT_IMAGE_STEPS = 25
 DEFAULT_IMAGE_GUIDANCE = 7.0
-
-StageProgress = Callable[[str, str, int, int], None]
-"""progress(stage, phase, done, total): stage "image" or "video"; phase "denoise" or "decode"."""
 
 
 def check_seed(seed: int | None, name: str = "seed") -> None:

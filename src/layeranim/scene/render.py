@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from layeranim import safety
+from layeranim.progress import StageProgress as SceneProgress
 from layeranim.scene.compose import compose_scene
 from layeranim.scene.model import Layer, Scene
 from layeranim.scene.outputs import (
@@ -56,7 +57,6 @@ from layeranim.scene.outputs import (
 logger = logging.getLogger(__name__)
 
 
-SceneProgress = Callable[[str, str, int, int], None]
 """progress(item, phase, done, total): item is a layer's slug or "composite"; phase "denoise", "decode",
 "write" …"""
 

@@ -34,6 +34,7 @@ import torch
 
 from layeranim.errors import UsageError
 from layeranim.models.inter_frame_attention import save_ifa_weights
+from layeranim.progress import Progress as ProgressFn
 from layeranim.training.checkpoint import (
     FINAL_WEIGHTS,
     TrainState,
@@ -71,7 +72,6 @@ from layeranim.training.validation import (
 logger = logging.getLogger(__name__)
 
 LogFn = Callable[[dict[str, Any]], None]
-ProgressFn = Callable[[int, int], None]
 
 
 def batch_latents(

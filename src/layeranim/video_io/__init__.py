@@ -16,6 +16,7 @@ Axis legend: f frames, h height, w width, c channels (RGBA).
 
 from __future__ import annotations
 
+from layeranim.progress import Progress as ProgressCallback
 from layeranim.video_io.atomic import atomic_output
 from layeranim.video_io.formats import (
     ALPHA_MODES,
@@ -24,7 +25,6 @@ from layeranim.video_io.formats import (
     SEQUENCE_FILE_PATTERN,
     AlphaMode,
     FormatSpec,
-    ProgressCallback,
     QualitySpec,
     format_names,
     get_format,

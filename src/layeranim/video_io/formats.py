@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from layeranim.errors import UnsupportedFormatError
 
-ProgressCallback = Callable[[int, int], None]  # (frames done, frames total; 0 when not known)
 AlphaMode = Literal["straight", "premultiplied"]
 ALPHA_MODES: tuple[str, ...] = ("straight", "premultiplied")
 

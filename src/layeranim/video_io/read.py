@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image
 
 from layeranim.errors import UsageError, VideoReadError
+from layeranim.progress import Progress as ProgressCallback
 from layeranim.video_io import stacked
 from layeranim.video_io._inputs import (
     PIL_ERRORS,
@@ -33,7 +34,7 @@ from layeranim.video_io._inputs import (
     read_error,
     webp_has_alpha,
 )
-from layeranim.video_io.formats import DEFAULT_SEQUENCE_FPS, ProgressCallback
+from layeranim.video_io.formats import DEFAULT_SEQUENCE_FPS
 from layeranim.video_io.sequences import scan_sequence
 
 

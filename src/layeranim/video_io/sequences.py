@@ -20,13 +20,13 @@ from PIL import Image, PngImagePlugin
 
 from layeranim import safety
 from layeranim.errors import OutputExistsError, UsageError, VideoReadError
+from layeranim.progress import Progress as ProgressCallback
 from layeranim.video_io._inputs import PIL_ERRORS, read_error
 from layeranim.video_io.atomic import atomic_output, check_directory_writable, check_output_target
 from layeranim.video_io.formats import (
     DEFAULT_SEQUENCE_FPS,
     PATTERN_RE,
     SEQUENCE_FILE_PATTERN,
-    ProgressCallback,
 )
 from layeranim.video_io.images import pil_has_alpha, read_image
 

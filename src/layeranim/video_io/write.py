@@ -30,6 +30,7 @@ from av.video.reformatter import VideoReformatter
 
 from layeranim import alpha as alpha_ops
 from layeranim.errors import LayerAnimError, UsageError
+from layeranim.progress import Progress as ProgressCallback
 from layeranim.video_io import stacked
 from layeranim.video_io.atomic import atomic_output, check_output_target
 from layeranim.video_io.formats import (
@@ -37,7 +38,6 @@ from layeranim.video_io.formats import (
     MUXER_FOR_EXTENSION,
     AlphaMode,
     FormatSpec,
-    ProgressCallback,
     QualitySpec,
     resolve_output_format,
 )
