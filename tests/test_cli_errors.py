@@ -49,6 +49,17 @@ FAST = ["--preset", "tiny", "--steps", "1", "--image-steps", "1", "--fast-decode
         ("tta=False or fast_decode=True", "--fast-decode or --fast-decode"),
         ("a path /data/frames=3/x.png stays", "a path /data/frames=3/x.png stays"),
         ("no argument here", "no argument here"),
+        ("overrides='optim.lr=1': [optim] has no key 'lr'", "--set optim.lr=1: [optim] has no key 'lr'"),
+        ("data.path='clips' has no usable RGBA clip", "--data clips has no usable RGBA clip"),
+        (
+            "output_dir='runs/a' already holds a training run; pass resume='latest' to continue it, "
+            "overwrite=True to start over",
+            "--output runs/a already holds a training run; pass --resume latest to continue it, "
+            "--overwrite to start over",
+        ),
+        ("clips=0 must be at least 1.", "--clips 0 must be at least 1."),
+        ("pass the image as still=PATH.", "pass the image as --still PATH."),
+        ("a notes.data.path=x stays", "a notes.data.path=x stays"),
     ],
 )
 def test_python_spellings_become_flags(python: str, cli: str) -> None:

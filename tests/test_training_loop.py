@@ -288,5 +288,5 @@ def test_bad_settings_fail_before_training(dataset_dir: Path, tmp_path: Path) ->
         train(tiny_config(empty, tmp_path / "c"), models=fresh_models())
     with pytest.raises(UsageError, match="validation"):
         train(tiny_config(dataset_dir, tmp_path / "d", "validation.every=1", 'validation.format="mp4"'))
-    with pytest.raises(UsageError, match="--resume"):
+    with pytest.raises(UsageError, match="resume="):
         train(tiny_config(dataset_dir, tmp_path / "b", f'checkpoint.resume="{tmp_path}"'))

@@ -131,7 +131,7 @@ def process_device(device: Any, process: ProcessInfo) -> Any:
         visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
         return torch.device("cuda", process.local_rank % visible if visible else process.local_rank)
     if chosen.type == "cuda" and chosen.index is not None and process.distributed:
-        logger.warning("every process renders on %s: give --device cuda for one GPU per process", chosen)
+        logger.warning("every process renders on %s: give device='cuda' for one GPU per process", chosen)
     return chosen
 
 
@@ -249,7 +249,7 @@ def combine(records: Sequence[Mapping[str, Any]]) -> tuple[list[dict[str, Any]],
         if index in by_index:
             raise LayerAnimError(
                 f"item {index} was rendered by more than one process; check that every process ran with "
-                "the same batch file, --shard and launcher settings."
+                "the same batch file, shard and launcher settings."
             )
         by_index[index] = dict(record)
     ordered = [by_index[index] for index in sorted(by_index)]

@@ -168,7 +168,7 @@ def replace_folder_contents(
         check_replaceable(target, argument=argument, presumed_owned=presumed_owned)
         if not overwrite:
             raise OutputExistsError(
-                f"{argument} folder {str(target)!r} already exists; pass --overwrite (overwrite=True) to "
+                f"{argument} folder {str(target)!r} already exists; pass overwrite=True to "
                 "replace it, or choose another name."
             )
     clean_stale_partials(target)
@@ -184,7 +184,7 @@ def replace_folder_contents(
         if target.exists() or target.is_symlink():
             if not overwrite:
                 raise OutputExistsError(
-                    f"{argument} folder {str(target)!r} appeared while writing; pass --overwrite to "
+                    f"{argument} folder {str(target)!r} appeared while writing; pass overwrite=True to "
                     "replace it."
                 )
             old = parent / f".{target.name}.{os.getpid()}-{secrets.token_hex(4)}.old"
@@ -225,7 +225,7 @@ def resolve_inside(
     candidate = root_path / rel  # an absolute `rel` replaces root here, which is what allow_outside means
     if allow_outside:
         return candidate
-    hint = "give a name inside the output folder, or pass --allow-outside (allow_outside=True) to write there"
+    hint = "give a name inside the output folder, or pass allow_outside=True to write there"
     if rel.is_absolute() or rel.anchor or str(relative).startswith(("/", "\\")):
         raise UsageError(
             f"{item}: output {str(relative)!r} is an absolute path outside {str(root_path)!r}; {hint}."
@@ -427,11 +427,11 @@ def check_render_size(
         if value > max_side:
             raise UsageError(
                 f"{name} {value} is over the limit of {max_side} pixels per side; render at most "
-                f"{max_side} (e.g. --{name} 1024) and upscale afterwards."
+                f"{max_side} (e.g. {name}=1024) and upscale afterwards."
             )
     if frames > max_frames:
         raise UsageError(
-            f"frames {frames} is over the limit of {max_frames}; render fewer frames (e.g. --frames 16)."
+            f"frames {frames} is over the limit of {max_frames}; render fewer frames (e.g. frames=16)."
         )
     needed = estimate_render_bytes(
         width, height, frames, bytes_per_element=bytes_per_element, decode_chunk=decode_chunk
@@ -441,7 +441,7 @@ def check_render_size(
     if available is not None and needed > available:
         raise UsageError(
             f"a {width}×{height} render of {frames} frame(s) needs at least {_gib(needed)} of memory but "
-            f"only {_gib(available)} is available; lower --width/--height/--frames (or --decode-chunk-size)."
+            f"only {_gib(available)} is available; lower width, height or frames (or decode_chunk_size)."
         )
 
 
@@ -450,7 +450,7 @@ def check_image_size(
     height: int,
     frames: int = 1,
     *,
-    option: str = "--resize",
+    option: str | None = "resize",
     copies: int = 3,
     available: int | None = None,
     max_side: int = MAX_IMAGE_SIDE,
@@ -458,13 +458,14 @@ def check_image_size(
     """Refuse (UsageError) frames of `width`×`height` RGBA over the hard limit or too big for memory.
 
     For `convert --resize`: the clip is held as uint8 RGBA `copies` times at once (source, resized and the
-    encoder's copy), so the estimate is `frames × width × height × 4 × copies` bytes.
+    encoder's copy), so the estimate is `frames × width × height × 4 × copies` bytes. `option` names the
+    argument that set the size (`resize=WxH`); None names `width` and `height` themselves.
     """
+    label = f"{option}={width}x{height}" if option else f"width={width}, height={height}"
     for name, value in (("width", width), ("height", height)):
         if value > max_side:
             raise UsageError(
-                f"{option} {width}x{height}: the {name} is over the limit of {max_side} pixels; choose a "
-                "smaller size."
+                f"{label}: the {name} is over the limit of {max_side} pixels; choose a smaller size."
             )
     needed = frames * width * height * 4 * copies
     if available is None:
@@ -578,9 +579,9 @@ def is_out_of_memory(exc: BaseException) -> bool:
 def oom_hint(exc: BaseException | None = None, *, device: str | None = None) -> str:
     """The one-line message for an out-of-memory failure, with what to lower (the CLI adds `Error: `)."""
     where = f" on {device}" if device else ""
-    hints = ["lower --width/--height or --frames", "lower --decode-chunk-size"]
+    hints = ["lower width, height or frames", "lower decode_chunk_size"]
     if device is None or not device.startswith("cpu"):
-        hints += ["try --offload model (or sequential)", "use --dtype fp16"]
+        hints += ["try offload='model' (or 'sequential')", "use dtype='fp16'"]
     detail = ""
     if exc is not None:
         match = re.search(r"tried to allocate ([\d.]+ [KMGT]iB)", str(exc), re.IGNORECASE)

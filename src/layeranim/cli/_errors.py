@@ -85,6 +85,17 @@ FLAGS: dict[str, str] = {
     "video_format": "--format",
     "html": "--html",
     "evaluate": "--eval",
+    "still": "--still",
+    # `layeranim train` (its options set these config keys; `overrides` entries are `--set`).
+    "overrides": "--set",
+    "data.path": "--data",
+    "train.output_dir": "--output",
+    "output_dir": "--output",
+    "checkpoint.resume": "--resume",
+    "resume": "--resume",
+    # `layeranim dataset synth`.
+    "clips": "--clips",
+    "captions": "--captions",
 }
 # Booleans whose True (or, for `tta`, False) is a flag of its own.
 SWITCHES: dict[str, str] = {
@@ -102,11 +113,11 @@ SWITCHES: dict[str, str] = {
     "evaluate=True": "--eval",
 }
 
-_NAMES = "|".join(sorted(FLAGS, key=len, reverse=True))
+_NAMES = "|".join(re.escape(name) for name in sorted(FLAGS, key=len, reverse=True))
 # `name=` not preceded by a word character, a dash, a dot or a slash (paths and flags stay untouched).
 _ASSIGNMENT = re.compile(rf"(?<![\w./-])({_NAMES})=('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|[^\s,;:)]+)")
 _SWITCH = re.compile(rf"(?<![\w./-])({'|'.join(re.escape(s) for s in SWITCHES)})(?![\w])")
-_SIMPLE = re.compile(r"[\w.:+/-]+")
+_SIMPLE = re.compile(r"[\w.:+/=-]+")  # `=` too: `--set optim.lr=1` needs no quotes
 
 
 def _value(text: str) -> str:

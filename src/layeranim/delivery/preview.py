@@ -178,7 +178,7 @@ def build_preview(
     if not page.parent.is_dir():
         raise UsageError(f"the folder of page {str(page)!r} does not exist; create it first.")
     if page.exists() and not overwrite:
-        raise OutputExistsError(f"output {str(page)!r} already exists; pass --overwrite (overwrite=True).")
+        raise OutputExistsError(f"output {str(page)!r} already exists; pass overwrite=True.")
     css_colors = [css_color(color) for color in colors]
     found = collect_inputs(inputs)
     copies = page.parent / f"{page.stem}_files"
@@ -190,7 +190,7 @@ def build_preview(
         if not _browser_plays(info) and copy.exists() and not overwrite:
             raise OutputExistsError(
                 f"output {str(copy)!r} (the page's copy of {str(source)!r}) already exists; pass "
-                "--overwrite (overwrite=True) to replace it."
+                "overwrite=True to replace it."
             )
 
     # 3. Convert what browsers do not play.

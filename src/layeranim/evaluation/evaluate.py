@@ -262,7 +262,7 @@ def read_clip(path: Path | str) -> video_io.Clip:
     if len(clip.rgba_fhwc_uint8) < 2:
         raise UsageError(
             f"{str(path)!r} is a still image (1 frame); eval measures clips of 2 or more frames. "
-            "To compare a clip with its still, pass the image as --still."
+            "To compare a clip with its still, pass the image as still=PATH."
         )
     return clip
 

@@ -433,9 +433,7 @@ def write_report(
     assets = assets_dir(path)
     for target in (path, assets):
         if target.exists() and not overwrite:
-            raise OutputExistsError(
-                f"output {str(target)!r} exists; pass overwrite=True (--overwrite) to replace it."
-            )
+            raise OutputExistsError(f"output {str(target)!r} exists; pass overwrite=True to replace it.")
     report_dir = path.parent
     report_dir.mkdir(parents=True, exist_ok=True)
     with video_io.atomic_output(assets, overwrite, directory=True) as assets_temp:

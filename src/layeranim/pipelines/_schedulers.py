@@ -67,7 +67,7 @@ def scheduler_key(name: str) -> str:
     key = name.lower().replace("-", "_").replace("+", "p")
     key = SCHEDULER_ALIASES.get(key, key)
     if key not in SCHEDULERS:
-        raise UsageError(f"--scheduler {name!r} is not one of {', '.join(SCHEDULERS)}; pick one of those.")
+        raise UsageError(f"scheduler={name!r} is not one of {', '.join(SCHEDULERS)}; pick one of those.")
     return key
 
 

@@ -84,7 +84,7 @@ def resolve_resume(resume: str, output_dir: Path) -> Path | None:
         if checkpoints:
             return checkpoints[-1]
     raise UsageError(
-        f"--resume {resume!r} is not a checkpoint folder (one with {STATE_FILE}); give "
+        f"resume={resume!r} is not a checkpoint folder (one with {STATE_FILE}); give "
         f"{output_dir / CHECKPOINTS_DIR}/step-NNNNNN, a run folder, or 'latest'."
     )
 
@@ -162,7 +162,7 @@ def save_checkpoint(
         os.replace(staging, final)
         for old in list_checkpoints(output_dir)[: -config.checkpoint.keep]:
             _remove_tree(old)
-        # The run folder is layeranim's: what --overwrite may replace later (and nothing else).
+        # The run folder is layeranim's: what overwrite=True may replace later (and nothing else).
         safety.mark_owned(output_dir, [final, *_owned_run_files(output_dir)])
     accelerator.wait_for_everyone()
     return final
@@ -199,7 +199,7 @@ def check_resume_compatible(saved: Config, current: Config, path: Path) -> None:
         if before != now:
             raise UsageError(
                 f"{table}.{key} = {now!r} but checkpoint {path} was trained with {before!r}; use the same "
-                f"value to resume, or start a new run in another --output folder."
+                f"value to resume, or start a new run in another output_dir=DIR."
             )
     for table, key in (
         ("data", "path"),
@@ -294,9 +294,9 @@ def prepare_output_dir(output_dir: Path, resume_from: Path | None, overwrite: bo
     if resume_from is None and (checkpoints or final.exists()):
         if not overwrite:
             raise OutputExistsError(
-                f"--output {str(output_dir)!r} already holds a training run; pass --resume latest to "
-                "continue it, --overwrite to start over (its checkpoints are deleted), or another "
-                "--output folder."
+                f"output_dir={str(output_dir)!r} already holds a training run; pass resume='latest' to "
+                "continue it, overwrite=True to start over (its checkpoints are deleted), or another "
+                "output_dir=DIR."
             )
         safety.check_replaceable(output_dir, argument="output", presumed_owned=_presumed_run_entry)
         for old in checkpoints:

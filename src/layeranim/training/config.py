@@ -215,12 +215,14 @@ def load_config_file(path: str | Path, base: Config | None = None) -> Config:
 def parse_override(text: str) -> tuple[str, str, Any]:
     """`table.key=value` → (table, key, value); the value is read as TOML, else as a plain string."""
     if "=" not in text:
-        raise UsageError(f"--set {text!r} is not table.key=value; e.g. --set optim.learning_rate=1e-4.")
+        raise UsageError(
+            f"overrides={text!r} is not table.key=value; e.g. overrides='optim.learning_rate=1e-4'."
+        )
     name, raw = text.split("=", 1)
     name = name.strip()
     if name.count(".") != 1:
         raise UsageError(
-            f"--set {text!r}: {name!r} is not table.key; e.g. train.max_steps=100 "
+            f"overrides={text!r}: {name!r} is not table.key; e.g. train.max_steps=100 "
             f"(tables: {', '.join(_tables())})."
         )
     table, key = name.split(".")
@@ -237,7 +239,7 @@ def apply_overrides(config: Config, overrides: Sequence[str]) -> Config:
     """Apply `table.key=value` overrides (later ones win)."""
     for text in overrides:
         table, key, value = parse_override(text)
-        config = config_from_dict({table: {key: value}}, config, source=f"--set {text}")
+        config = config_from_dict({table: {key: value}}, config, source=f"overrides={text!r}")
     return config
 
 
@@ -300,7 +302,7 @@ def with_remembered_data(config: Config) -> Config:
     """On a resume without `data.path`: the data path the run was trained on, from its checkpoint.
 
     A checkpoint's `state.json` holds the whole config it was trained with (`training.loop`), so
-    `layeranim train my.toml --resume latest` continues on the same clips without `--data` again.
+    `layeranim train my.toml --resume latest` continues on the same clips without `data.path` again.
     Returns `config` unchanged when it names its data, is not a resume, or no checkpoint says.
     """
     resume = config.checkpoint.resume
@@ -326,14 +328,14 @@ def check_run_paths(config: Config) -> None:
     if not data_path.exists():
         raise UsageError(
             f"data.path = {config.data.path!r}: no such file or folder; give the folder of RGBA training "
-            "videos (--data DIR)."
+            "videos (data.path=DIR)."
         )
     blocking = next((p for p in (output_dir, *output_dir.parents) if p.exists() or p.is_symlink()), None)
     if blocking is not None and not blocking.is_dir():
         where = "is" if blocking == output_dir else f"lies under {str(blocking)!r}, which is"
         raise UsageError(
             f"train.output_dir = {config.train.output_dir!r} {where} a file, not a folder; give a folder "
-            "for the run (--output DIR)."
+            "for the run (train.output_dir=DIR)."
         )
 
 
@@ -345,7 +347,7 @@ def validate_config(config: Config) -> None:
         return UsageError(f"{key} = {value!r}: {fix}")
 
     if not data.path:
-        raise bad("data.path", data.path, "give the folder of RGBA training videos (--data DIR).")
+        raise bad("data.path", data.path, "give the folder of RGBA training videos (data.path=DIR).")
     if data.frames < 2:
         raise bad("data.frames", data.frames, "a clip needs at least 2 frames (the paper uses 16).")
     if data.frame_stride < 1:
@@ -362,7 +364,7 @@ def validate_config(config: Config) -> None:
             "data.crop",
             data.crop,
             "a random crop is a different clip every time, so cached latents would never be reused; "
-            "use data.crop = center with --cache-latents.",
+            "use data.crop = center with data.cache_latents = true.",
         )
     if not 0.0 <= data.caption_dropout <= 1.0:
         raise bad("data.caption_dropout", data.caption_dropout, "must be a probability in [0, 1].")
@@ -396,7 +398,9 @@ def validate_config(config: Config) -> None:
         raise bad("optim.max_grad_norm", optim.max_grad_norm, "must be 0 (no clipping) or positive.")
 
     if not train.output_dir:
-        raise bad("train.output_dir", train.output_dir, "give a folder for checkpoints (--output DIR).")
+        raise bad(
+            "train.output_dir", train.output_dir, "give a folder for checkpoints (train.output_dir=DIR)."
+        )
     check_run_paths(config)
     if train.max_steps < 1:
         raise bad("train.max_steps", train.max_steps, "must be at least 1.")

@@ -181,7 +181,9 @@ def scan_clips(
     """Probe every clip under `folder`; keep those with alpha and enough frames, record the rest."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise UsageError(f"--data {str(folder)!r} is not a folder; give the folder of RGBA training clips.")
+        raise UsageError(
+            f"data.path={str(folder)!r} is not a folder; give the folder of RGBA training clips."
+        )
     report = report if report is not None else SkipReport()
     metadata_captions = read_metadata_captions(folder)
     paths, unknown = find_clip_paths(folder, exclude)

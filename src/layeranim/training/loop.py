@@ -176,7 +176,7 @@ def train(
     check_validation_settings(config)
     resume_from = resolve_resume(config.checkpoint.resume, output_dir)
     if config.checkpoint.resume == "latest" and resume_from is None:
-        logger.info("--resume latest: %s has no checkpoint yet; starting a new run", output_dir)
+        logger.info("resume='latest': %s has no checkpoint yet; starting a new run", output_dir)
     if resume_from is not None:
         saved = config_from_dict(read_checkpoint_state(resume_from)["config"])
         check_resume_compatible(saved, config, resume_from)

@@ -195,8 +195,8 @@ def build_dataset(
         shown = "; ".join(skipped.lines()[:3]) or "the folder holds no clips"
         more = f" (and {len(skipped) - 3} more)" if len(skipped) > 3 else ""
         raise UsageError(
-            f"--data {data_cfg.path!r} has no usable RGBA clip: {shown}{more}. Give a folder of clips with "
-            "alpha, each at least data.frames long."
+            f"data.path={data_cfg.path!r} has no usable RGBA clip: {shown}{more}. Give a folder of clips "
+            "with alpha, each at least data.frames long."
         )
     dataset = ClipDataset(
         sources,

@@ -162,18 +162,18 @@ def make_synthetic_dataset(
     (a `clip_000.txt` beside each clip) or `jsonl` (one `metadata.jsonl`). The same seed gives the same clips.
     """
     if clips < 1:
-        raise UsageError(f"--clips {clips} must be at least 1.")
+        raise UsageError(f"clips={clips} must be at least 1.")
     if frames < 2:
-        raise UsageError(f"--frames {frames} must be at least 2.")
+        raise UsageError(f"frames={frames} must be at least 2.")
     if width < 8 or height < 8:
-        raise UsageError(f"--width/--height {width}×{height} must be at least 8×8 pixels.")
+        raise UsageError(f"width={width}, height={height}: a clip must be at least 8×8 pixels.")
     if frames > safety.MAX_FRAMES:
-        raise UsageError(f"--frames {frames} is over the limit of {safety.MAX_FRAMES}; use fewer frames.")
+        raise UsageError(f"frames={frames} is over the limit of {safety.MAX_FRAMES}; use fewer frames.")
     # One clip is in memory at a time (uint8 RGBA, plus the encoder's copies): refuse what cannot fit
     # before numpy tries to allocate it.
-    safety.check_image_size(width, height, frames, option="--width/--height", max_side=safety.MAX_SIDE)
+    safety.check_image_size(width, height, frames, option=None, max_side=safety.MAX_SIDE)
     if captions not in CAPTION_STYLES:
-        raise UsageError(f"--captions {captions!r} is not one of {', '.join(CAPTION_STYLES)}.")
+        raise UsageError(f"captions={captions!r} is not one of {', '.join(CAPTION_STYLES)}.")
     spec = _alpha_format(format)
     extension = spec.extensions[0]
 
@@ -211,9 +211,9 @@ def _alpha_format(format: str) -> video_io.FormatSpec:
     except UsageError:
         spec = video_io.resolve_output_format(f"clip.{name}")
     if spec.kind == "sequence":
-        raise UsageError(f"--format {format!r}: give a single-file format (webm, mov, mkv, apng, webp).")
+        raise UsageError(f"format={format!r}: give a single-file format (webm, mov, mkv, apng, webp).")
     if spec.alpha != "full":
-        raise UsageError(f"--format {format!r} keeps only 1-bit alpha; use webm, mov, mkv, apng or webp.")
+        raise UsageError(f"format={format!r} keeps only 1-bit alpha; use webm, mov, mkv, apng or webp.")
     return spec
 
 

@@ -33,7 +33,7 @@ def check_output_target(target: Path, overwrite: bool, directory: bool = False) 
     if target.exists() or target.is_symlink():
         if not overwrite:
             raise OutputExistsError(
-                f"output {str(target)!r} already exists; pass --overwrite (overwrite=True) to replace "
+                f"output {str(target)!r} already exists; pass overwrite=True to replace "
                 "it, or choose another name."
             )
         if directory != target.is_dir():
@@ -82,7 +82,7 @@ def atomic_output(path: str | Path, overwrite: bool = False, *, directory: bool 
             raise LayerAnimError(f"nothing was written for {str(target)!r}.")
         if (target.exists() or target.is_symlink()) and not overwrite:
             raise OutputExistsError(
-                f"output {str(target)!r} appeared while writing; pass --overwrite to replace it."
+                f"output {str(target)!r} appeared while writing; pass overwrite=True to replace it."
             )
         if directory and target.is_dir():
             old = target.parent / f".{target.name}.{os.getpid()}-{secrets.token_hex(4)}.old"

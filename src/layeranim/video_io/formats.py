@@ -245,7 +245,7 @@ _ALPHA_DROPPING = {
 _ALPHA_FIX = (
     "use .webm (VP9 with alpha) for the web or .mov (ProRes 4444) for editors, or format "
     "mp4-stacked for an MP4 with colour and alpha stacked for WebGL players; "
-    "add --preview for an opaque MP4 to look at"
+    "add preview=True for an opaque MP4 to look at"
 )
 _STILL_IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 

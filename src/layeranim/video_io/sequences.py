@@ -67,7 +67,7 @@ def check_sequence_output(target: Path, overwrite: bool) -> None:
         if existing and not overwrite:
             raise OutputExistsError(
                 f"output {str(target)!r} already has {existing} matching frame(s) in "
-                f"{str(target.parent)!r}; pass --overwrite (overwrite=True) to replace them, or choose "
+                f"{str(target.parent)!r}; pass overwrite=True to replace them, or choose "
                 "another pattern."
             )
 
@@ -126,7 +126,7 @@ def write_sequence(
     if existing and not overwrite:
         raise OutputExistsError(
             f"output {str(target_path)!r} already has {len(existing)} matching frame(s) in "
-            f"{str(directory)!r}; pass --overwrite (overwrite=True) to replace them, or choose another "
+            f"{str(directory)!r}; pass overwrite=True to replace them, or choose another "
             "pattern."
         )
     safety.clean_stale_partials(target_path)  # frames a killed run staged here

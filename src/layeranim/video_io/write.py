@@ -233,7 +233,7 @@ def plan_encode(
     if spec.lossless_option == "webp":
         is_lossless = not (lossless is False or (lossless is None and quality is not None))
         if lossless and quality is not None:
-            raise UsageError("quality applies to lossy WebP only; drop it, or pass lossless=False / --lossy.")
+            raise UsageError("quality applies to lossy WebP only; drop it, or pass lossless=False.")
         if is_lossless:
             options["lossless"] = "1"
         else:
