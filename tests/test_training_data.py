@@ -269,7 +269,7 @@ def test_config_toml_round_trip_overrides_and_errors(tmp_path: Path) -> None:
         ("data.caption_dropout=1.5", "probability"),
         ('train.mixed_precision="fp8"', "auto, no, fp16, bf16"),
         ("optim.learning_rate=0.0", "positive"),
-        ('data.path=""', "--data"),
+        ('data.path=""', r"data\.path=DIR"),
     ]:
         with pytest.raises(UsageError, match=message):
             validate_config(apply_overrides(config, [override]))

@@ -84,7 +84,8 @@ def _is_sequence_folder(path: Path) -> bool:
     """A folder of PNG frames: .png files and no other clips or manifests (those make it a gallery)."""
     if not path.is_dir():
         return False
-    suffixes = [p.suffix.lower() for p in path.iterdir() if p.is_file()]
+    # Hidden files (layeranim's `.layeranim-owned.json` marker among them) are not the folder's content.
+    suffixes = [p.suffix.lower() for p in path.iterdir() if p.is_file() and not p.name.startswith(".")]
     return ".png" in suffixes and not any(s in _CLIP_SUFFIXES - {".png"} or s == ".json" for s in suffixes)
 
 

@@ -401,7 +401,6 @@ def validate_config(config: Config) -> None:
         raise bad(
             "train.output_dir", train.output_dir, "give a folder for checkpoints (train.output_dir=DIR)."
         )
-    check_run_paths(config)
     if train.max_steps < 1:
         raise bad("train.max_steps", train.max_steps, "must be at least 1.")
     if train.batch_size < 1:

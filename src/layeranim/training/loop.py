@@ -47,7 +47,13 @@ from layeranim.training.checkpoint import (
     resolve_resume,
     save_checkpoint,
 )
-from layeranim.training.config import Config, config_from_dict, validate_config, with_remembered_data
+from layeranim.training.config import (
+    Config,
+    check_run_paths,
+    config_from_dict,
+    validate_config,
+    with_remembered_data,
+)
 from layeranim.training.data import LatentCache, SkipReport, clip_loader, encode_clip
 from layeranim.training.objective import drop_captions, encode_captions, ifa_loss, sample_noise
 from layeranim.training.setup import (
@@ -164,6 +170,7 @@ def train(
     """
     config = with_remembered_data(config)
     validate_config(config)
+    check_run_paths(config)  # the data exists and the run folder can be a folder: before any model loads
     data_cfg, optim_cfg, train_cfg = config.data, config.optim, config.train
     output_dir = Path(train_cfg.output_dir)
 
