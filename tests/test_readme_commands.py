@@ -29,8 +29,8 @@ README = REPO / "README.md"
 # Appended to a command that renders: the tiny preset, offline, at the smallest size.
 TINY = {
     "image": "--preset tiny --steps 1 --width 64 --height 64",
-    "animate": "--preset tiny --steps 1 --frames 2 --fast-decode",
-    "generate": "--preset tiny --steps 1 --image-steps 1 --frames 2 --fast-decode --width 64 --height 64",
+    "animate": "--preset tiny --steps 1 --frames 4 --fast-decode",
+    "generate": "--preset tiny --steps 1 --image-steps 1 --frames 4 --fast-decode --width 64 --height 64",
     "eval": "--preset tiny",  # the tiny random CLIP (not with --no-clip)
 }
 # The reader's own files that README's examples name without making them: stand-ins made by the test.
