@@ -317,6 +317,21 @@ class ClipOptions:
     shard: str | None
     allow_outside: bool = False
 
+    def clip_fields(self) -> dict[str, Any]:
+        """The request fields every clip of a run shares (one-off and batch requests alike)."""
+        return {
+            "negative_prompt": self.negative_prompt,
+            "seed": self.seed,
+            "frames": self.frames,
+            "base_position": self.base_position,
+            "seamless": self.seamless,
+            "fps": self.fps,
+        }
+
+    def batch_fields(self) -> dict[str, Any]:
+        """`clip_fields` plus what only a batch request takes (its shard, writes outside its folder)."""
+        return {**self.clip_fields(), "shard": self.shard, "allow_outside": self.allow_outside}
+
 
 CLIP = OptionGroup(
     {
