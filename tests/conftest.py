@@ -15,3 +15,21 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import torch  # after the environment above
 
 torch.set_num_threads(1)
+
+import logging  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _restore_layeranim_logging() -> Iterator[None]:
+    """A CLI run configures the `layeranim` logger for a terminal (its own stderr handler, no propagation,
+    a quieter level under `-q`); put it back after each test, so `caplog` in later tests sees records."""
+    logger = logging.getLogger("layeranim")
+    saved = (logger.level, logger.propagate, list(logger.handlers), logger.disabled)
+    yield
+    logger.setLevel(saved[0])
+    logger.propagate = saved[1]
+    logger.handlers[:] = saved[2]
+    logger.disabled = saved[3]
