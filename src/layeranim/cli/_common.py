@@ -14,7 +14,7 @@ import os
 import sys
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
@@ -296,8 +296,29 @@ def main() -> None:
     # OpenMP's spinning barriers burn the other cores while torch waits (measured: many times slower on
     # shared machines), and OpenMP reads its environment once, when torch loads: set the policy's
     # environment (and `--threads`) before anything imports torch.
-    configure_env_before_torch(threads_from_argv(sys.argv[1:]))
-    app()
+    try:
+        configure_env_before_torch(threads_from_argv(sys.argv[1:]))
+        app()
+    except KeyboardInterrupt:  # before the group's own handler runs (while modules import)
+        error_line("interrupted; no partial output was kept.")
+        _exit_now(130)
+    except SystemExit as exc:
+        if exc.code == 130:  # interrupted: outputs were already cleaned up while the stack unwound
+            _exit_now(130)
+        raise
+
+
+def _exit_now(code: int) -> None:
+    """Leave at once after Ctrl-C: no interpreter finalisation (library atexit hooks, worker threads),
+    where a second interrupt could turn exit 130 into a death by SIGINT or a hang."""
+    import os
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for stream in (sys.stdout, sys.stderr):
+        with suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(code)
 
 
 # ---------------------------------------------------------------------------------------------------
