@@ -14,6 +14,7 @@ import pytest
 import torch
 from diffusers import DDIMScheduler
 
+from _pipes import stage_two_pipeline
 from layeranim.errors import UsageError
 from layeranim.pipelines.context_windows import SeamMeter, context_schedule, resolve_base_position, seam_score
 from layeranim.pipelines.layeranimate import LayerAnimatePipeline, build_motion_unet
@@ -39,15 +40,7 @@ def stage_two(components: Components) -> LayerAnimatePipeline:
     generator = torch.Generator().manual_seed(0)
     for processor in motion.ifa_processors.values():  # a working IFA branch, which must see the base
         torch.nn.init.normal_(processor.to_out_ifa.weight, std=0.2, generator=generator)
-    return LayerAnimatePipeline(
-        vae=c.vae,
-        text_encoder=c.text_encoder,
-        tokenizer=c.tokenizer,
-        unet=motion.unet,
-        scheduler=c.scheduler,
-        transparent_decoder=c.transparent_decoder,
-        transparent_encoder=c.transparent_encoder,
-    )
+    return stage_two_pipeline(c, motion.unet)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import PIL.Image
 import pytest
 import torch
 
+from _pipes import stage_one_pipeline, stage_two_pipeline
 from layeranim.errors import UsageError
 from layeranim.models.inter_frame_attention import InterFrameAttnProcessor, inter_frame_attention_processors
 from layeranim.models.layerdiffuse_unet import LayerDiffuseAttnProcessor, layerdiffuse_processors
@@ -43,15 +44,7 @@ def components() -> Components:
 
 
 def make_stage_one(c: Components) -> LayerDiffusePipeline:
-    return LayerDiffusePipeline(
-        vae=c.vae,
-        text_encoder=c.text_encoder,
-        tokenizer=c.tokenizer,
-        unet=c.unet,
-        scheduler=c.scheduler,
-        transparent_decoder=c.transparent_decoder,
-        transparent_encoder=c.transparent_encoder,
-    )
+    return stage_one_pipeline(c)
 
 
 @pytest.fixture(scope="module")
@@ -68,15 +61,7 @@ def stage_two(components: Components) -> LayerAnimatePipeline:
     generator = torch.Generator().manual_seed(0)
     for processor in motion.ifa_processors.values():
         torch.nn.init.normal_(processor.to_out_ifa.weight, std=0.2, generator=generator)
-    return LayerAnimatePipeline(
-        vae=c.vae,
-        text_encoder=c.text_encoder,
-        tokenizer=c.tokenizer,
-        unet=motion.unet,
-        scheduler=c.scheduler,
-        transparent_decoder=c.transparent_decoder,
-        transparent_encoder=c.transparent_encoder,
-    )
+    return stage_two_pipeline(c, motion.unet)
 
 
 def seeded(seed: int) -> torch.Generator:

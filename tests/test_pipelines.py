@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from _pipes import stage_one_pipeline, stage_two_pipeline
 from layeranim.errors import UsageError
 from layeranim.models.inter_frame_attention import save_ifa_weights
 from layeranim.pipelines.layeranimate import LayerAnimatePipeline, build_motion_unet
@@ -27,15 +28,7 @@ def components() -> Components:
 @pytest.fixture(scope="module")
 def stage_one(components: Components) -> LayerDiffusePipeline:
     c = components
-    return LayerDiffusePipeline(
-        vae=c.vae,
-        text_encoder=c.text_encoder,
-        tokenizer=c.tokenizer,
-        unet=c.unet,
-        scheduler=c.scheduler,
-        transparent_decoder=c.transparent_decoder,
-        transparent_encoder=c.transparent_encoder,
-    )
+    return stage_one_pipeline(c)
 
 
 @pytest.fixture(scope="module")
@@ -43,15 +36,7 @@ def stage_two(components: Components) -> LayerAnimatePipeline:
     c = components
     adapter = load_motion_adapter(ModelSpec.for_preset("tiny").motion_adapter)
     motion = build_motion_unet(c.unet, adapter, c.layerdiffuse_processors)
-    return LayerAnimatePipeline(
-        vae=c.vae,
-        text_encoder=c.text_encoder,
-        tokenizer=c.tokenizer,
-        unet=motion.unet,
-        scheduler=c.scheduler,
-        transparent_decoder=c.transparent_decoder,
-        transparent_encoder=c.transparent_encoder,
-    )
+    return stage_two_pipeline(c, motion.unet)
 
 
 def run_stage_one(pipe: LayerDiffusePipeline, seed: int = 0, **kw: object):
